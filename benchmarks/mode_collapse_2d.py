@@ -1,0 +1,532 @@
+"""2D mixture mode-collapse benchmark (VEEGAN / PacGAN protocol) for our anti-collapse layers.
+
+    python -m benchmarks.mode_collapse_2d --out DIR [--seeds 5] [--iters N] \
+        [--variants gan,mbd,mbstd,pacgan2,unrolled] [--quick]
+
+Data sets (REFERENCE.md section 3, "2D mixtures"): ring = 8 Gaussians at (cos 2 pi k/8, sin 2 pi k/8), sigma 0.01;
+grid = 25 Gaussians at {-4,-2,0,2,4}^2, sigma 0.05. Every variant trains the same G and D trunk with the same optimiser,
+batch and iterations; only the discriminator's anti-collapse device differs:
+
+    gan       plain non-saturating GAN
+    mbd       stackgan.models.minibatch.MinibatchDiscrimination on D's last hidden features
+    mbstd     stackgan.models.minibatch.MinibatchStdDev on D's last hidden features (viewed as [N, C, 1, 1])
+    pacgan2   D judges packs of 2 samples concatenated along features (Lin et al. 2018)
+    unrolled  G is trained against D unrolled 5 differentiable Adam steps ahead (Metz et al. 2016)
+
+Metrics on 2,500 generated samples: a sample is high quality (HQ) when within 3 sigma (Euclidean) of its nearest mean;
+a mode is captured when it is the nearest mean of >= 1 HQ sample; reverse KL = KL(p_G || uniform) = log K - H(p_G) over
+the mode histogram of the HQ samples. Writes DIR/results.json (per-seed figures, mean +- standard error, full
+protocol), DIR/<variant>.png (training snapshots of seed 0, ring and grid) and DIR/table.md (published rows beside ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
+
+log = logging.getLogger("mode_collapse_2d")
+
+VARIANTS = ("gan", "mbd", "mbstd", "pacgan2", "unrolled")
+EVAL_SAMPLES = 2500  # generated samples scored per run (VEEGAN / PacGAN)
+HQ_SIGMAS = 3.0  # high quality = within HQ_SIGMAS * sigma of the nearest mean
+
+# Published rows, (modes, HQ %, reverse KL) per data set; None = not reported.
+PUBLISHED = (
+    ("PacGAN table: GAN", (6.3, 98.2, 0.45), (17.3, 94.8, 0.70)),
+    ("PacGAN table: PacGAN4", (7.8, 95.9, 0.07), (24.8, 93.6, 0.04)),
+    ("VEEGAN table: GAN", (1, 99.3, None), (3.3, 0.5, None)),
+    ("VEEGAN table: Unrolled GAN", (7.6, 35.6, None), (23.6, 16, None)),
+    ("VEEGAN table: VEEGAN", (8, 52.9, None), (24.6, 40, None)),
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data and metrics
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """An equal-weight mixture of isotropic Gaussians in 2D."""
+
+    name: str
+    means: tuple[tuple[float, float], ...]  # K mode centres
+    sigma: float  # standard deviation of every component
+
+    @property
+    def means_array(self) -> np.ndarray:
+        return np.asarray(self.means, dtype=np.float64)  # [K, 2]
+
+
+def ring_means(k: int = 8, radius: float = 1.0) -> np.ndarray:
+    """K means evenly spaced on a circle, angles 2 pi i / K (never linspace(0, 2 pi, K): that repeats 0 = 2 pi). [K, 2]"""
+    angles = 2.0 * math.pi * np.arange(k) / k
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def grid_means(side: int = 5, spacing: float = 2.0) -> np.ndarray:
+    """side^2 means on a centred square lattice, {-4,-2,0,2,4}^2 by default. [side^2, 2]"""
+    axis = spacing * (np.arange(side) - (side - 1) / 2)
+    xx, yy = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def _as_tuple(means: np.ndarray) -> tuple[tuple[float, float], ...]:
+    return tuple((float(x), float(y)) for x, y in means)
+
+
+MIXTURES = {
+    "ring": Mixture("ring", _as_tuple(ring_means()), 0.01),
+    "grid": Mixture("grid", _as_tuple(grid_means()), 0.05),
+}
+
+
+def sample_mixture(mix: Mixture, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n samples of the mixture, each component chosen uniformly. -> [n, 2] float32"""
+    means = torch.tensor(mix.means, dtype=torch.float32)
+    idx = torch.randint(len(means), (n,), generator=generator)
+    return means[idx] + mix.sigma * torch.randn(n, 2, generator=generator)
+
+
+def mode_metrics(samples: np.ndarray, means: np.ndarray, sigma: float, hq_sigmas: float = HQ_SIGMAS) -> dict[str, Any]:
+    """Mode coverage of samples [N, 2] for a mixture with means [K, 2] and component std sigma.
+
+    Returns modes (number of captured modes), hq (% of samples within hq_sigmas * sigma of their nearest mean, Euclidean),
+    rev_kl (KL(p || uniform) = log K - H(p) of the mode histogram p of the HQ samples; None when no sample is HQ) and
+    counts (HQ samples per mode, [K]).
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    assert samples.ndim == 2 and samples.shape[1] == 2 and means.ndim == 2 and means.shape[1] == 2
+    dist = np.linalg.norm(samples[:, None, :] - means[None, :, :], axis=-1)  # [N, K]
+    nearest = dist.argmin(axis=1)
+    hq = dist[np.arange(len(samples)), nearest] <= hq_sigmas * sigma
+    counts = np.bincount(nearest[hq], minlength=len(means))
+    rev_kl = None
+    if hq.any():
+        p = counts / counts.sum()
+        nz = p[p > 0]
+        rev_kl = float(math.log(len(means)) + (nz * np.log(nz)).sum())
+    return {
+        "modes": int((counts > 0).sum()),
+        "hq": float(100.0 * hq.mean()) if len(samples) else 0.0,
+        "rev_kl": rev_kl,
+        "counts": counts.tolist(),
+    }
+
+
+def mean_se(values: list[float | None]) -> dict[str, Any]:
+    """Mean and standard error (sample std / sqrt(n)) over the defined values."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": None, "se": None, "n": 0}
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "se": se, "n": int(len(v))}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Networks
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that defines a run except the variant, data set and seed; recorded in results.json."""
+
+    iters: int = 3000  # training iterations (one D step + one G step each)
+    batch: int = 256  # samples per D call (real and fake alike; pacgan2 sees batch packs of 2)
+    z_dim: int = 16  # generator noise N(0, I)
+    hidden: int = 128  # width of every hidden layer, G and D
+    layers: int = 3  # hidden layers, G and D
+    lr_g: float = 1e-3  # Adam learning rate of G
+    lr_d: float = 1e-3  # Adam learning rate of D
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas, G and D
+    lr_decay_from: float = 0.5  # learning rates decay linearly to 0 from this fraction of iters on
+    ema: float = 0.0  # G weight EMA decay per iteration (0 = evaluate the raw G)
+    r1: float = 0.0  # R1 penalty weight gamma on real samples (Mescheder et al. 2018); 0 = off
+    mbd_kernels: int = 32  # MinibatchDiscrimination B
+    mbd_dims: int = 5  # MinibatchDiscrimination C
+    mbd_reduce: str = "mean"  # MinibatchDiscrimination reduce
+    mbd_group: int = 32  # samples compared by one minibatch feature (MBD)
+    mbstd_group: int = 4  # samples per std group (MinibatchStdDev; ProGAN uses 4)
+    pack: int = 2  # pacgan2 pack size
+    unroll_steps: int = 5  # unrolled: differentiable D steps ahead of the G step
+    eval_samples: int = EVAL_SAMPLES
+    hq_sigmas: float = HQ_SIGMAS
+    snapshots: int = 5  # training snapshots kept for the figure (seed 0)
+
+
+def mlp(in_features: int, hidden: int, layers: int, out_features: int, act: type[nn.Module]) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(in_features if i == 0 else hidden, hidden), act()]
+    mods.append(nn.Linear(hidden, out_features))
+    return nn.Sequential(*mods)
+
+
+class Generator(nn.Module):
+    """z [N, z_dim] -> x [N, 2]; an MLP of `layers` ReLU layers."""
+
+    def __init__(self, z_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = mlp(z_dim, hidden, layers, 2, nn.ReLU)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """x [N, 2] -> logits [N // pack]; an MLP trunk, an optional minibatch layer, a final linear layer.
+
+    Args:
+        hidden, layers: trunk width and depth (LeakyReLU 0.2).
+        head:           "none", "mbd" (minibatch discrimination features concatenated to the trunk's output) or
+                        "mbstd" (minibatch stddev appended as one feature).
+        pack:           samples per D input (PacGAN): N consecutive samples form N // pack packs, concatenated along
+                        features; callers pass all-real or all-fake batches.
+        group:          samples compared by one minibatch feature (head "mbd" / "mbstd").
+    """
+
+    def __init__(self, hidden: int, layers: int, head: str = "none", pack: int = 1, group: int | None = None,
+                 mbd_kernels: int = 32, mbd_dims: int = 5, mbd_reduce: str = "mean"):  # fmt: skip
+        super().__init__()
+        if head not in ("none", "mbd", "mbstd"):
+            raise ValueError(f"head must be none, mbd or mbstd, got {head!r}")
+        self.head, self.pack, self.group = head, pack, group
+        trunk = mlp(2 * pack, hidden, layers, 1, lambda: nn.LeakyReLU(0.2))
+        self.trunk = trunk[:-1]  # drop the output layer: features [N, hidden]
+        extra = 0
+        if head == "mbd":
+            self.minibatch = MinibatchDiscrimination(hidden, kernels=mbd_kernels, dims=mbd_dims, reduce=mbd_reduce)
+            extra = mbd_kernels
+        elif head == "mbstd":
+            self.minibatch = MinibatchStdDev()
+            extra = 1
+        self.out = nn.Linear(hidden + extra, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        assert x.ndim == 2 and x.shape[1] == 2 and n % self.pack == 0, x.shape
+        h = self.trunk(x.reshape(n // self.pack, 2 * self.pack))  # [N/pack, hidden]
+        if self.head == "mbd":
+            h = torch.cat([h, self.minibatch(h, self.group)], dim=1)  # [N, hidden + B]
+        elif self.head == "mbstd":
+            h = self.minibatch(h[:, :, None, None], self.group).flatten(1)  # [N, C, 1, 1] -> [N, C + 1]
+        return self.out(h).squeeze(1)
+
+
+def build_models(variant: str, proto: Protocol) -> tuple[Generator, Discriminator]:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    g = Generator(proto.z_dim, proto.hidden, proto.layers)
+    head = {"mbd": "mbd", "mbstd": "mbstd"}.get(variant, "none")
+    group = {"mbd": proto.mbd_group, "mbstd": proto.mbstd_group}.get(variant)
+    pack = proto.pack if variant == "pacgan2" else 1
+    d = Discriminator(proto.hidden, proto.layers, head, pack, group, proto.mbd_kernels, proto.mbd_dims, proto.mbd_reduce)
+    return g, d
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Losses and training
+
+
+def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Standard GAN discriminator loss (binary cross-entropy on logits)."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss_fn(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss."""
+    return F.softplus(-fake_logits).mean()
+
+
+def unrolled_d_params(d: Discriminator, opt_d: torch.optim.Adam, real: torch.Tensor, fake: torch.Tensor,
+                      steps: int) -> dict[str, torch.Tensor]:  # fmt: skip
+    """D's parameters after `steps` differentiable Adam steps on (real, fake), starting from D's current parameters and
+    optimiser state; gradients flow back to `fake` (Metz et al. 2016, eq. 3-5)."""
+    params = dict(d.named_parameters())
+    group = opt_d.param_groups[0]
+    lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+    state = {name: opt_d.state.get(p, {}) for name, p in params.items()}
+    m = {k: s["exp_avg"] if s else torch.zeros_like(params[k]) for k, s in state.items()}
+    v = {k: s["exp_avg_sq"] if s else torch.zeros_like(params[k]) for k, s in state.items()}
+    t0 = {k: float(s["step"]) if s else 0.0 for k, s in state.items()}
+    for i in range(steps):
+        loss = d_loss_fn(functional_call(d, params, (real,)), functional_call(d, params, (fake,)))
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        new = {}
+        for (k, p), gr in zip(params.items(), grads):
+            t = t0[k] + i + 1
+            m[k] = b1 * m[k] + (1 - b1) * gr
+            v[k] = b2 * v[k] + (1 - b2) * gr * gr
+            new[k] = p - lr * (m[k] / (1 - b1**t)) / ((v[k] / (1 - b2**t)).sqrt() + eps)
+        params = new
+    return params
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def lr_factor(it: int, proto: Protocol) -> float:
+    start = int(proto.lr_decay_from * proto.iters)
+    return 1.0 if it < start else 1.0 - (it - start) / max(1, proto.iters - start)
+
+
+def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int = 2) -> dict[str, Any]:
+    """Train one (variant, data set, seed) from scratch; returns its metrics, eval samples and snapshots."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    mix = MIXTURES[data]
+    gen = torch.Generator().manual_seed(seed)
+    g, d = build_models(variant, proto)
+    opt_g = torch.optim.Adam(g.parameters(), lr=proto.lr_g, betas=proto.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=proto.lr_d, betas=proto.betas)
+    n = proto.batch  # samples per D call; pacgan2 judges n // pack packs
+    g_ema = copy.deepcopy(g).requires_grad_(False) if proto.ema > 0 else g
+    eval_z = torch.randn(proto.eval_samples, proto.z_dim, generator=torch.Generator().manual_seed(10_000 + seed))
+    snap_at = sorted({round(i * proto.iters / (proto.snapshots - 1)) for i in range(proto.snapshots)})
+    snapshots: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+
+    for it in range(proto.iters + 1):
+        if it in snap_at:
+            with torch.no_grad():
+                snapshots.append({"iter": it, "samples": g_ema(eval_z[:1000]).numpy().round(4).tolist()})
+        if it == proto.iters:
+            break
+        f = lr_factor(it, proto)
+        set_lr(opt_g, proto.lr_g * f)
+        set_lr(opt_d, proto.lr_d * f)
+
+        # D step
+        real = sample_mixture(mix, n, gen)
+        z = torch.randn(n, proto.z_dim, generator=gen)
+        with torch.no_grad():
+            fake = g(z)
+        if proto.r1 > 0:
+            real.requires_grad_(True)
+        real_logits = d(real)
+        loss_d = d_loss_fn(real_logits, d(fake))
+        if proto.r1 > 0:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss_d = loss_d + 0.5 * proto.r1 * grad.pow(2).sum(1).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # G step
+        fake = g(torch.randn(n, proto.z_dim, generator=gen))
+        if variant == "unrolled":
+            params = unrolled_d_params(d, opt_d, sample_mixture(mix, n, gen), fake, proto.unroll_steps)
+            loss_g = g_loss_fn(functional_call(d, params, (fake,)))
+        else:
+            loss_g = g_loss_fn(d(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        if proto.ema > 0:
+            with torch.no_grad():
+                for pe, p in zip(g_ema.parameters(), g.parameters()):
+                    pe.lerp_(p, 1.0 - proto.ema)
+        if not math.isfinite(loss_d.item() + loss_g.item()):
+            log.warning("%s/%s seed %d: non-finite loss at iter %d", variant, data, seed, it)
+            break
+
+    with torch.no_grad():
+        samples = g_ema(eval_z).numpy()
+    metrics = mode_metrics(samples, mix.means_array, mix.sigma, proto.hq_sigmas)
+    wall = time.perf_counter() - t_start
+    log.info("%-8s %s seed %d: %2d modes, HQ %5.1f%%, rev KL %s (%.1f s)", variant, data, seed, metrics["modes"],
+             metrics["hq"], "-" if metrics["rev_kl"] is None else f"{metrics['rev_kl']:.3f}", wall)  # fmt: skip
+    return {"variant": variant, "data": data, "seed": seed, **metrics, "wall_s": round(wall, 2),
+            "samples": samples.round(4).tolist(), "snapshots": snapshots}  # fmt: skip
+
+
+def _run_job(args: tuple[str, str, int, Protocol, int]) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    return train_run(*args)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def plot_variant(variant: str, runs: dict[str, dict[str, Any]], path: Path, real_n: int = 1000) -> None:
+    """Rows ring / grid, columns training snapshots (seed 0); real samples grey, generated blue, mode centres red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datas = [k for k in MIXTURES if k in runs]
+    ncols = max(len(runs[k]["snapshots"]) for k in datas)
+    fig, axes = plt.subplots(len(datas), ncols, figsize=(2.4 * ncols, 2.5 * len(datas)), squeeze=False)
+    for row, data in zip(axes, datas):
+        mix, run = MIXTURES[data], runs[data]
+        real = sample_mixture(mix, real_n, torch.Generator().manual_seed(0)).numpy()
+        lim = np.abs(mix.means_array).max() + 0.5 * (1.0 if data == "ring" else 2.0)
+        for ax, snap in zip(row, run["snapshots"]):
+            s = np.asarray(snap["samples"])
+            ax.scatter(real[:, 0], real[:, 1], s=2, c="0.7", lw=0)
+            ax.scatter(s[:, 0], s[:, 1], s=2, c="tab:blue", lw=0, alpha=0.6)
+            ax.scatter(mix.means_array[:, 0], mix.means_array[:, 1], s=12, marker="x", c="tab:red", lw=0.8)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{data}, iter {snap['iter']}", fontsize=8)
+        for ax in row[len(run["snapshots"]):]:
+            ax.axis("off")
+        row[-1].set_xlabel(f"{run['modes']}/{len(mix.means)} modes, HQ {run['hq']:.1f}%", fontsize=8)
+    fig.suptitle(f"{variant} (seed {runs[datas[0]]['seed']}): real grey, generated blue, centres red", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(x: float | None, nd: int) -> str:
+    return "-" if x is None else f"{x:.{nd}f}".rstrip("0").rstrip(".") if nd else f"{x:.0f}"
+
+
+def _cell_published(vals: tuple[float | None, ...]) -> str:
+    return " / ".join(_fmt(v, 2) for v in vals)
+
+
+def _cell_ours(summary: dict[str, Any]) -> str:
+    parts = []
+    for key, nd in (("modes", 1), ("hq", 1), ("rev_kl", 2)):
+        s = summary[key]
+        parts.append("-" if s["mean"] is None else f"{s['mean']:.{nd}f} ± {s['se']:.{nd}f}")
+    return " / ".join(parts)
+
+
+def markdown_table(summary: dict[str, dict[str, Any]], seeds: int) -> str:
+    """Published rows, then one row per variant of ours (mean ± s.e. over seeds)."""
+    lines = ["| source | ring modes / HQ % / rev. KL | grid modes / HQ % / rev. KL |", "|---|---|---|"]
+    for name, ring, grid in PUBLISHED:
+        lines.append(f"| {name} | {_cell_published(ring)} | {_cell_published(grid)} |")
+    for variant, per_data in summary.items():
+        cells = [_cell_ours(per_data[d]) if d in per_data else "-" for d in ("ring", "grid")]
+        lines.append(f"| ours ({seeds} seeds): {variant} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, workers: int = 2,
+                  threads: int = 2) -> dict[str, Any]:  # fmt: skip
+    """Train every (variant, data set, seed), write results.json, table.md and one figure per variant into out."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    if seeds < 1:
+        raise ValueError("--seeds must be >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, d, s, proto, max(1, threads // workers)) for v in variants for d in MIXTURES for s in range(seeds)]
+    # Slowest variant first so that the two workers finish together.
+    jobs.sort(key=lambda j: j[0] != "unrolled")
+    t0 = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_run_job, jobs))
+    else:
+        results = [train_run(*j) for j in jobs]
+    wall = time.perf_counter() - t0
+
+    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {v: {d: [] for d in MIXTURES} for v in variants}
+    for r in sorted(results, key=lambda r: (r["variant"], r["data"], r["seed"])):
+        per_seed[r["variant"]][r["data"]].append(r)
+    summary = {
+        v: {d: {k: mean_se([r[k] for r in runs]) for k in ("modes", "hq", "rev_kl")} for d, runs in per_data.items()}
+        for v, per_data in per_seed.items()
+    }
+    for v in variants:
+        plot_variant(v, {d: per_seed[v][d][0] for d in MIXTURES}, out / f"{v}.png")
+
+    table = markdown_table(summary, seeds)
+    (out / "table.md").write_text(table)
+    record = {
+        "protocol": {
+            **dataclasses.asdict(proto),
+            "data": {k: {"means": m.means, "sigma": m.sigma, "weights": "uniform"} for k, m in MIXTURES.items()},
+            "hq_rule": f"Euclidean distance to nearest mean <= {proto.hq_sigmas} sigma",
+            "mode_rule": "captured if nearest mean of >= 1 high-quality sample",
+            "rev_kl_rule": "log K - H(p), p = mode histogram of high-quality samples (None when no HQ sample)",
+            "loss": "non-saturating GAN (softplus), one D step then one G step per iteration",
+            "optimiser": f"Adam betas {proto.betas}, lr G {proto.lr_g}, lr D {proto.lr_d}, linear decay to 0 from "
+                         f"{proto.lr_decay_from:.0%} of iters",  # fmt: skip
+            "generator": f"MLP z {proto.z_dim} -> {proto.layers} x (Linear {proto.hidden}, ReLU) -> Linear 2",
+            "discriminator": f"MLP 2*pack -> {proto.layers} x (Linear {proto.hidden}, LeakyReLU 0.2) -> [minibatch layer]"
+                             " -> Linear 1",  # fmt: skip
+            "seeds": list(range(seeds)),
+            "variants": variants,
+            "workers": workers,
+            "threads_per_worker": max(1, threads // workers),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "wall_s": round(wall, 1),
+        },
+        "summary": summary,
+        "runs": {
+            v: {d: [{k: r[k] for k in ("seed", "modes", "hq", "rev_kl", "counts", "wall_s")} for r in runs]
+                for d, runs in per_data.items()}
+            for v, per_data in per_seed.items()
+        },  # fmt: skip
+        "table": table,
+    }
+    (out / "results.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="results folder")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 per variant and data set")
+    p.add_argument("--iters", type=int, default=None, help=f"training iterations (default {Protocol.iters})")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 30 iterations, 1 process")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in total, shared by the workers")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    proto = Protocol()
+    seeds, workers = args.seeds, args.workers
+    if args.quick:
+        proto = dataclasses.replace(proto, iters=30, eval_samples=500, snapshots=2)
+        seeds, workers = 1, 1
+    if args.iters is not None:
+        proto = dataclasses.replace(proto, iters=args.iters)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    record = run_benchmark(args.out, variants, seeds, proto, workers, args.threads)
+    print(record["table"], end="")
+    log.info("wall time %.1f s; results in %s", record["protocol"]["wall_s"], args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Command-line entry points: `stackgan train|train-text|generate|app|data|eval ...` (thin wrappers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import env  # noqa: F401
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "root", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------ train
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML preset, e.g. configs/shapes.yaml")
+    p.add_argument("--output-dir", help="run folder (config, logs, samples, checkpoints, pipeline)")
+    p.add_argument("--resume", help="'latest' or a checkpoint folder")
+    p.add_argument("--init-from", help="pipeline folder to fine-tune ('default' = the bundled model)")
+    p.add_argument("--freeze-stage1", action="store_true", help="with --init-from: keep its stage I, train stage II")
+    p.add_argument("--data", help="shortcut for data.name=folder data.path=PATH")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=50")
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="train.py", description="Train a two-stage StackGAN.")
+    add_train_args(parser)
+    return run_train(parser.parse_args(argv))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, dump_config, load_config
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides = ["data.name=folder", f"data.path={args.data}", *overrides]
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        return _fail(str(e))
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    if not args.output_dir:
+        return _fail("--output-dir is required (the run folder)")
+    _setup_logging()
+    from .pipeline import PipelineError
+    from .text.encoder import TextEncoderError
+    from .training.checkpoint import CheckpointError
+    from .training.loop import TrainingDiverged, train
+
+    try:
+        path = train(cfg, args.output_dir, resume=args.resume, init_from=args.init_from, freeze_stage1=args.freeze_stage1)
+    except (ConfigError, CheckpointError, PipelineError, TextEncoderError, TrainingDiverged) as e:
+        return _fail(str(e))
+    print(f"pipeline written to {path}")
+    return 0
+
+
+# ------------------------------------------------------------------ train-text
+def run_train_text(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import ConfigError, load_config
+    from .data import build_dataset
+    from .text.train import caption_retrieval, train_text_encoder
+
+    _setup_logging()
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        return _fail(str(e))
+    ds = build_dataset(cfg.data, "train")
+    enc = train_text_encoder(ds, cfg.text.model, cfg.text.train_steps or 1000, cfg.text.train_batch_size,
+                             cfg.text.train_lr, cfg.train.seed, args.output_dir)
+    if cfg.data.name == "shapes":
+        res = caption_retrieval(enc, build_dataset(cfg.data, "test"))
+        print(json.dumps(res))
+    print(f"text encoder written to {args.output_dir} (load with text.model=local-dir:{args.output_dir})")
+    return 0
+
+
+# ------------------------------------------------------------------ generate
+def run_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_to_folder
+    from .pipeline import PipelineError, StackGANPipeline
+    from .prompts import PromptFileError, parse_prompts, read_prompt_file
+
+    if bool(args.prompts) == bool(args.prompt):
+        return _fail("give exactly one of --prompts FILE or --prompt 'a caption'")
+    try:
+        prompts = read_prompt_file(args.prompts) if args.prompts else parse_prompts(args.prompt, "--prompt")
+        if not prompts:
+            raise PromptFileError("--prompt is empty; describe the image, e.g. --prompt 'a red circle'")
+        if not 1 <= args.num_images <= 256:
+            raise PromptFileError(f"--num-images must be in [1, 256], got {args.num_images}")
+        pipe = StackGANPipeline.from_pretrained(args.model)
+        manifest = generate_to_folder(pipe, prompts, args.out, args.num_images, args.seed, args.stage, args.noise_scale,
+                                      args.truncation)
+    except (PromptFileError, PipelineError) as e:
+        return _fail(str(e))
+    print(f"{len(prompts)} prompt(s) x {args.num_images} images written to {args.out} (manifest: {manifest})")
+    return 0
+
+
+# ------------------------------------------------------------------ app
+def run_app(args: argparse.Namespace) -> int:
+    from app.main import main as app_main
+
+    argv = ["--host", args.host, "--port", str(args.port)]
+    if args.model:
+        argv += ["--model", args.model]
+    if args.compare_model:
+        argv += ["--compare-model", args.compare_model]
+    if args.share:
+        argv.append("--share")
+    return app_main(argv)
+
+
+# ------------------------------------------------------------------ data inspect
+def run_data_inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import format_report, inspect_dataset
+
+    try:
+        report = inspect_dataset(args.path, format=args.format, out_dir=args.out)
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(str(e))
+    print(format_report(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stackgan", description="Text-to-image StackGAN toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (same as python train.py)")
+    add_train_args(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("train-text", help="train a small open_clip text encoder on a data set")
+    p.add_argument("--config", default=None)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=run_train_text)
+
+    p = sub.add_parser("generate", help="generate images for prompts into a folder")
+    p.add_argument("--prompts", help="UTF-8 file, one prompt per line (# comments and blank lines skipped)")
+    p.add_argument("--prompt", help="one caption")
+    p.add_argument("--num-images", type=int, default=8, help="images per prompt (1-256)")
+    p.add_argument("--seed", type=int, default=0, help="prompt k uses seed + k")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="pipeline folder (default: the bundled shapes model)")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=2)
+    p.add_argument("--noise-scale", type=float, default=1.0, help="< 1: safer, less varied samples")
+    p.add_argument("--truncation", type=float, default=None, help="truncate noise at this |z| (e.g. 1.5)")
+    p.set_defaults(func=run_generate)
+
+    p = sub.add_parser("app", help="start the web UI")
+    p.add_argument("--model", default=None)
+    p.add_argument("--compare-model", default=None, help="second model for the compare tab")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
+    p.set_defaults(func=run_app)
+
+    p = sub.add_parser("data", help="data-set tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("inspect", help="summarise a captioned image folder")
+    q.add_argument("path")
+    q.add_argument("--format", default="auto")
+    q.add_argument("--out", default=None, help="folder for inspect.json and samples.png")
+    q.set_defaults(func=run_data_inspect)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""One typed config for training: dataclass defaults < YAML preset < dotted command-line overrides.
+
+    cfg = load_config("configs/shapes.yaml", ["train.batch_size=32", "model.d1_minibatch=mbstd"])
+
+Every value is type-checked and range-checked before any work starts; an unknown key names
+the closest known one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MINIBATCH_CHOICES = ("none", "mbd", "mbstd")
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes"  # "shapes" (built in) or "folder" (a user's data at `path`)
+    path: str = ""  # folder of a user's data set (name=folder)
+    format: str = "auto"  # auto | imagefolder | txt | cub | flowers | coco
+    size: int = 20000  # shapes: images in the train split
+    test_size: int = 2000  # shapes: images in the test split
+    seed: int = 0  # shapes: data seed
+    resize: str = "center"  # center | random (StackGAN's 76/64 random crop)
+    flip: bool = False  # random horizontal flips (off for shapes: left/right is an attribute)
+    num_workers: int = 0  # data-loader worker processes
+
+
+@dataclass
+class TextConfig:
+    model: str = "shapes-clip-tiny"  # open_clip model name, or "local-dir:/path" of a saved encoder
+    pretrained: str = ""  # local weights file/folder, or an open_clip hub tag (needs network)
+    train_steps: int = 0  # > 0: first train this encoder contrastively on the data set's pairs
+    train_batch_size: int = 128
+    train_lr: float = 1e-3
+
+
+@dataclass
+class ModelConfig:
+    z_dim: int = 100  # noise dimension
+    cond_dim: int = 128  # conditioning-augmentation output dimension
+    gf: int = 128  # generator base width (stage I starts at 8 * gf channels at 4x4)
+    df: int = 64  # discriminator base width
+    res_blocks: int = 4  # residual blocks in the stage II generator
+    res1: int = 64  # stage I resolution
+    res2: int = 256  # stage II resolution
+    d1_minibatch: str = "mbd"  # none | mbd (minibatch discrimination) | mbstd (minibatch stddev)
+    d2_minibatch: str = "mbd"
+    mbd_kernels: int = 100  # B in Salimans et al. 2016
+    mbd_dims: int = 5  # C in Salimans et al. 2016
+    mbd_scope: str = "group"  # group: compare samples of one caption; batch: the whole batch
+    mbstd_group: int = 4  # group size of minibatch stddev when mbd_scope=batch
+
+
+@dataclass
+class TrainConfig:
+    stages: list[int] = field(default_factory=lambda: [1, 2])  # which stages to train, in order
+    max_steps: int = 20000  # optimiser steps per stage
+    stage2_steps: int = 0  # steps for stage II; 0 = max_steps
+    batch_size: int = 64  # images per batch per process (groups * group_size)
+    group_size: int = 4  # samples per caption in a batch (1 = one sample per caption)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_every: int = 0  # halve both learning rates every N steps (0 = never)
+    kl_weight: float = 2.0
+    mode_seeking: float = 0.0  # weight of the mode-seeking term (Mao et al. 2019), needs group_size >= 2
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"  # no | bf16
+    seed: int = 0
+    log_every: int = 50
+    snapshot_every: int = 1000  # sample grid from the EMA generator
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    nan_policy: str = "stop"  # stop | skip
+    grid_captions: int = 8  # rows of the fixed sample grid
+    grid_samples: int = 6  # noise samples per caption in the grid
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says which and how to fix it."""
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+def validate(cfg: Config) -> Config:
+    """Range and consistency checks; raises ConfigError with the fix in the message."""
+    m, t, d = cfg.model, cfg.train, cfg.data
+    checks = [
+        (m.z_dim >= 1, "model.z_dim must be >= 1"),
+        (m.cond_dim >= 1, "model.cond_dim must be >= 1"),
+        (m.gf >= 1 and m.df >= 1, "model.gf and model.df must be >= 1"),
+        (m.res_blocks >= 0, "model.res_blocks must be >= 0"),
+        (_is_pow2(m.res1) and 16 <= m.res1 <= 256, f"model.res1 must be a power of two in [16, 256], got {m.res1}"),
+        (_is_pow2(m.res2) and m.res1 < m.res2 <= 1024, f"model.res2 must be a power of two above res1={m.res1}, got {m.res2}"),
+        (m.d1_minibatch in MINIBATCH_CHOICES, f"model.d1_minibatch must be one of {MINIBATCH_CHOICES}"),
+        (m.d2_minibatch in MINIBATCH_CHOICES, f"model.d2_minibatch must be one of {MINIBATCH_CHOICES}"),
+        (m.mbd_kernels >= 1 and m.mbd_dims >= 1, "model.mbd_kernels and model.mbd_dims must be >= 1"),
+        (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
+        (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
+        (t.stages in ([1], [2], [1, 2]), f"train.stages must be [1], [2] or [1, 2], got {t.stages}"),
+        (t.max_steps >= 1, "train.max_steps must be >= 1"),
+        (t.stage2_steps >= 0, "train.stage2_steps must be >= 0"),
+        (t.group_size >= 1, "train.group_size must be >= 1"),
+        (t.batch_size >= 2, "train.batch_size must be >= 2 (mismatched pairs need two captions)"),
+        (
+            t.batch_size % t.group_size == 0 and t.batch_size // t.group_size >= 2,
+            f"train.batch_size ({t.batch_size}) must be a multiple of train.group_size ({t.group_size}) "
+            "holding at least two groups",
+        ),
+        (0 < t.lr_g < 1 and 0 < t.lr_d < 1, "train.lr_g and train.lr_d must be in (0, 1)"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
+        (t.lr_decay_every >= 0, "train.lr_decay_every must be >= 0"),
+        (t.kl_weight >= 0, "train.kl_weight must be >= 0"),
+        (t.mode_seeking >= 0, "train.mode_seeking must be >= 0"),
+        (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),
+        (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
+        (t.mixed_precision in ("no", "bf16"), "train.mixed_precision must be 'no' or 'bf16'"),
+        (t.nan_policy in ("stop", "skip"), "train.nan_policy must be 'stop' or 'skip'"),
+        (min(t.log_every, t.snapshot_every, t.checkpoint_every, t.keep_checkpoints) >= 1,
+         "train.log_every, snapshot_every, checkpoint_every and keep_checkpoints must be >= 1"),
+        (t.grid_captions >= 1 and t.grid_samples >= 1, "train.grid_captions and grid_samples must be >= 1"),
+        (d.name in ("shapes", "folder"), f"data.name must be 'shapes' or 'folder', got {d.name!r}"),
+        (d.name != "folder" or bool(d.path), "data.name=folder needs data.path=/path/to/your/images"),
+        (d.size >= 1 and d.test_size >= 1, "data.size and data.test_size must be >= 1"),
+        (d.resize in ("center", "random"), "data.resize must be 'center' or 'random'"),
+        (d.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.text.train_steps >= 0, "text.train_steps must be >= 0"),
+        (bool(cfg.text.model), "text.model must name an open_clip model or local-dir:/path"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if d.name == "folder" and not Path(d.path).exists():
+        raise ConfigError(f"data.path {d.path!r} does not exist: point it at a folder of captioned images")
+    return cfg
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (inner,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, inner, key) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(typ)
+
+
+def _merge(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            known = [f"{prefix}{n}" for n in names]
+            close = difflib.get_close_matches(full, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} is a section; set its keys, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
+            _merge(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """'train.batch_size=32' -> {'train': {'batch_size': 32}} (values parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.max_steps=50")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    cfg = Config()
+    _merge(cfg, values or {})
+    return validate(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """defaults < YAML preset at `path` < `overrides` ("section.key=value"), validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (data, text, model, train)")
+        _merge(cfg, data)
+    for item in overrides:
+        _merge(cfg, parse_override(item))
+    return validate(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,35 @@
+"""Conditioning augmentation (Zhang et al. 2017, section 3.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConditioningAugmentation(nn.Module):
+    """Text embedding -> Gaussian N(mu, diag(exp(logvar))) -> a sampled condition c.
+
+    StackGAN-Pytorch puts a ReLU before the mu/logvar split, which forces logvar >= 0
+    (sigma >= 1); we keep the split linear so the KL term can reach the prior exactly.
+
+    Args:
+        text_dim: dimension D of the text embeddings `[N, D]`.
+        cond_dim: dimension of the condition c `[N, cond_dim]`.
+    """
+
+    def __init__(self, text_dim: int, cond_dim: int):
+        super().__init__()
+        self.text_dim, self.cond_dim = text_dim, cond_dim
+        self.fc = nn.Linear(text_dim, 2 * cond_dim)
+
+    def forward(
+        self, text: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """text `[N, D]`, eps `[N, cond_dim]` (drawn here when None) -> (c, mu, logvar)."""
+        if text.dim() != 2 or text.shape[1] != self.text_dim:
+            raise ValueError(f"text embeddings must be [N, {self.text_dim}], got {tuple(text.shape)}")
+        mu, logvar = self.fc(text).chunk(2, dim=1)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        c = mu + (0.5 * logvar).exp() * eps * noise_scale
+        return c, mu, logvar

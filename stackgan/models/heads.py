@@ -1,0 +1,119 @@
+"""The discriminator head shared by both stages: minibatch features and matching-aware logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import conv3x3
+from .minibatch import MinibatchDiscrimination, MinibatchStdDev
+
+
+class DiscriminatorHead(nn.Module):
+    """4x4 image features + text -> logits, with an optional minibatch layer.
+
+    Matching-aware (Reed et al. 2016): the conditional logit scores an (image, caption) pair,
+    so the same image features are scored with the matching caption and a mismatched one.
+
+    Args:
+        channels:     C of the image features `[N, C, 4, 4]`.
+        text_dim:     D of the text embeddings `[N, D]`.
+        cond_dim:     size the text is compressed to before it is tiled over 4x4.
+        minibatch:    "none", "mbd" (minibatch discrimination) or "mbstd" (minibatch stddev).
+        mbd_kernels:  B, kernels of minibatch discrimination.
+        mbd_dims:     C, dims per kernel of minibatch discrimination.
+        unconditional: also return an unconditional logit (StackGAN's stage II D).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        text_dim: int,
+        cond_dim: int,
+        minibatch: str = "mbd",
+        mbd_kernels: int = 100,
+        mbd_dims: int = 5,
+        unconditional: bool = False,
+    ):
+        super().__init__()
+        self.minibatch = minibatch
+        extra = 0
+        if minibatch == "mbd":
+            self.mb: nn.Module | None = MinibatchDiscrimination(channels, mbd_kernels, mbd_dims)
+            extra = mbd_kernels
+        elif minibatch == "mbstd":
+            self.mb = MinibatchStdDev()
+            extra = 1
+        elif minibatch == "none":
+            self.mb = None
+        else:
+            raise ValueError(f"minibatch must be 'none', 'mbd' or 'mbstd', got {minibatch!r}")
+        # The discriminator compresses the text itself (StackGAN reuses G's detached mu);
+        # this keeps D a self-contained module.
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2, True))
+        c = channels + extra
+        self.joint = nn.Sequential(conv3x3(c + cond_dim, channels), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, True))
+        self.cond_out = nn.Conv2d(channels, 1, 4, 4)
+        self.uncond_out = nn.Conv2d(c, 1, 4, 4) if unconditional else None
+
+    def image_features(self, h: torch.Tensor, group: int) -> torch.Tensor:
+        """h `[N, C, 4, 4]` -> `[N, C + extra, 4, 4]` with the minibatch features appended."""
+        if self.minibatch == "mbd":
+            o = self.mb(h.mean(dim=(2, 3)), group)  # [N, B]
+            return torch.cat([h, o[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])], dim=1)
+        if self.minibatch == "mbstd":
+            return self.mb(h, group)
+        return h
+
+    def cond_logit(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        c = self.text_proj(text)[:, :, None, None].expand(-1, -1, feats.shape[2], feats.shape[3])
+        return self.cond_out(self.joint(torch.cat([feats, c], dim=1))).view(-1)
+
+    def uncond_logit(self, feats: torch.Tensor) -> torch.Tensor | None:
+        return None if self.uncond_out is None else self.uncond_out(feats).view(-1)
+
+
+class MatchingDiscriminator(nn.Module):
+    """Base of both discriminators: an image encoder to 4x4 plus a `DiscriminatorHead`.
+
+    `forward` scores real and fake batches in one call (so distributed training sees one
+    forward per step) but encodes them separately: batch norm statistics and minibatch
+    features never mix real and fake samples.
+    """
+
+    encoder: nn.Module
+    head: DiscriminatorHead
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        real: torch.Tensor | None = None,
+        fake: torch.Tensor | None = None,
+        wrong_text: torch.Tensor | None = None,
+        group: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits `[N]` for each pair it is given.
+
+        Args:
+            text:       `[N, D]` matching captions of `real` and `fake`.
+            real:       `[N, 3, R, R]` real images in [-1, 1], or None.
+            fake:       `[N, 3, R, R]` generated images, or None.
+            wrong_text: `[N, D]` mismatched captions for `real` (needs `real`).
+            group:      samples per minibatch group (None = the whole batch).
+        Returns:
+            keys among real, wrong, fake (conditional logits) and real_uncond, fake_uncond.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for name, images in (("real", real), ("fake", fake)):
+            if images is None:
+                continue
+            if images.dim() != 4 or images.shape[0] != text.shape[0]:
+                raise ValueError(f"{name} images must be [N, 3, R, R] with N = {text.shape[0]}, got {tuple(images.shape)}")
+            feats = self.head.image_features(self.encoder(images), group or images.shape[0])
+            out[name] = self.head.cond_logit(feats, text)
+            if name == "real" and wrong_text is not None:
+                out["wrong"] = self.head.cond_logit(feats, wrong_text)
+            uncond = self.head.uncond_logit(feats)
+            if uncond is not None:
+                out[f"{name}_uncond"] = uncond
+        return out

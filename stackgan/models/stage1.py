@@ -1,0 +1,82 @@
+"""Stage I: text + noise -> a low-resolution image, and its discriminator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import down_block, init_weights, log2_int, up_block, conv3x3
+from .conditioning import ConditioningAugmentation
+from .heads import DiscriminatorHead, MatchingDiscriminator
+
+
+class Stage1Generator(nn.Module):
+    """concat(z, c) -> Linear -> 8gf x 4 x 4 -> upsampling blocks (halving channels) -> RGB.
+
+    Args:
+        text_dim:   D of the text embeddings `[N, D]`.
+        z_dim:      noise dimension (paper: 100).
+        cond_dim:   conditioning-augmentation dimension (paper: 128).
+        gf:         base width; the 4x4 map has 8 * gf channels (paper: gf 128 -> 1024).
+        resolution: output side in pixels, a power of two >= 8 (paper: 64).
+    """
+
+    def __init__(self, text_dim: int, z_dim: int = 100, cond_dim: int = 128, gf: int = 128, resolution: int = 64):
+        super().__init__()
+        self.text_dim, self.z_dim, self.cond_dim, self.resolution = text_dim, z_dim, cond_dim, resolution
+        n_up = log2_int(resolution, "stage I resolution") - 2
+        ch = gf * 8
+        self.ca = ConditioningAugmentation(text_dim, cond_dim)
+        self.fc = nn.Sequential(nn.Linear(z_dim + cond_dim, ch * 16, bias=False), nn.BatchNorm1d(ch * 16), nn.ReLU(True))
+        ups = []
+        for _ in range(n_up):
+            ups.append(up_block(ch, max(ch // 2, 8)))
+            ch = max(ch // 2, 8)
+        self.ups = nn.Sequential(*ups)
+        self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
+        self.ch0 = gf * 8
+        init_weights(self)
+
+    def forward(
+        self, text: torch.Tensor, z: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """text `[N, D]`, z `[N, z_dim]` -> (image `[N, 3, R, R]` in [-1, 1], mu, logvar)."""
+        if z.shape != (text.shape[0], self.z_dim):
+            raise ValueError(f"z must be [{text.shape[0]}, {self.z_dim}], got {tuple(z.shape)}")
+        c, mu, logvar = self.ca(text, eps, noise_scale)
+        h = self.fc(torch.cat([z, c], dim=1)).view(-1, self.ch0, 4, 4)  # [N, 8gf, 4, 4]
+        return self.to_rgb(self.ups(h)), mu, logvar
+
+
+class Stage1Discriminator(MatchingDiscriminator):
+    """Conv4x4 stride-2 blocks down to 4x4 (channels doubling up to 8df), then the head.
+
+    Args:
+        text_dim:   D of the text embeddings.
+        cond_dim:   text compression size in the head.
+        df:         base width (paper: 64).
+        resolution: input side in pixels (paper: 64).
+        minibatch, mbd_kernels, mbd_dims: see `DiscriminatorHead`.
+    """
+
+    def __init__(
+        self,
+        text_dim: int,
+        cond_dim: int = 128,
+        df: int = 64,
+        resolution: int = 64,
+        minibatch: str = "mbd",
+        mbd_kernels: int = 100,
+        mbd_dims: int = 5,
+    ):
+        super().__init__()
+        self.resolution = resolution
+        n_down = log2_int(resolution, "stage I resolution") - 2
+        layers, ch = [], 3
+        for k in range(n_down):
+            out = df * min(2**k, 8)
+            layers.append(down_block(ch, out, bn=k > 0))
+            ch = out
+        self.encoder = nn.Sequential(*layers)
+        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False)
+        init_weights(self)

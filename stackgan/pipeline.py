@@ -1,0 +1,324 @@
+"""`StackGANPipeline`: captions in, images out, from a self-describing folder.
+
+    pipe = StackGANPipeline.from_pretrained()            # the bundled shapes model
+    out = pipe(["a red circle in the top left"], num_images_per_prompt=8, seed=0)
+    out.images[0].save("sample.png")
+
+A pipeline folder holds a `config.json` beside `model.safetensors` per component and a
+`model_index.json`; nothing is pickled. The text encoder's identity (model, weights hash,
+dim) is stored with each generator and checked when the folder is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import env  # noqa: F401
+from .data.base import to_uint8
+from .models.stage1 import Stage1Generator
+from .models.stage2 import Stage2Generator
+from .text.encoder import TextEncoder, TextEncoderError, load_text_encoder, save_text_encoder
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
+MAX_IMAGES_PER_PROMPT = 256
+
+
+class PipelineError(ValueError):
+    """A pipeline folder or a call's arguments are wrong; the message says how to fix it."""
+
+
+@dataclass
+class StackGANOutput:
+    images: list[Any]  # per prompt, num_images_per_prompt images, flattened in prompt order
+    stage1_images: list[Any] | None
+    prompts: list[str]
+    notes: list[str] = field(default_factory=list)  # e.g. captions truncated to the encoder's context
+
+
+GENERATORS = {"Stage1Generator": Stage1Generator, "Stage2Generator": Stage2Generator}
+
+
+def generator_config(g: torch.nn.Module) -> dict[str, Any]:
+    if isinstance(g, Stage1Generator):
+        args = {"text_dim": g.text_dim, "z_dim": g.z_dim, "cond_dim": g.cond_dim, "gf": g.ch0 // 8, "resolution": g.resolution}
+    else:
+        args = {"text_dim": g.text_dim, "cond_dim": g.cond_dim, "gf": g.encoder[0].out_channels,
+                "res_blocks": len(g.res), "res_in": g.res_in, "resolution": g.resolution}
+    return {"class": type(g).__name__, "args": args}
+
+
+def save_component(module: torch.nn.Module, folder: Path, extra: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {**generator_config(module), **extra}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def load_component(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build a generator from `folder/config.json` and load `folder/model.safetensors` strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    cfg_path, weights = folder / "config.json", folder / "model.safetensors"
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise PipelineError(f"{p} is missing: a pipeline component needs config.json and model.safetensors")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cls = GENERATORS[cfg["class"]]
+        args = dict(cfg["args"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise PipelineError(f"{cfg_path} is not a valid component config ({e!r}); expected class and args") from None
+    try:
+        module = cls(**args)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(f"{cfg_path}: cannot build {cfg['class']} from {args}: {e}") from None
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise PipelineError(f"{weights} cannot be read ({e}); the file is truncated or corrupt: re-export or re-download it") from None
+    load_state_strict(module, state, weights)
+    return module.eval().requires_grad_(False), cfg
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+    """load_state_dict(strict=True) with an error that names the file and the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:5])}" + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""))
+        if wrong:
+            parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        raise PipelineError(f"{source} does not match the model: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+class StackGANPipeline:
+    """Text encoder + stage I generator (+ stage II generator).
+
+    Args:
+        text_encoder: a frozen `TextEncoder`.
+        stage1:       `Stage1Generator` whose text_dim equals the encoder's dim.
+        stage2:       optional `Stage2Generator` taking stage1's images.
+        info:         free-form facts saved in model_index.json (training data, config, ...).
+    """
+
+    def __init__(self, text_encoder: TextEncoder, stage1: Stage1Generator, stage2: Stage2Generator | None = None,
+                 info: dict[str, Any] | None = None):
+        if stage1.text_dim != text_encoder.dim:
+            raise PipelineError(f"stage I expects {stage1.text_dim}-d text embeddings but the text encoder "
+                                f"{text_encoder.name} gives {text_encoder.dim}-d ones")
+        if stage2 is not None:
+            if stage2.text_dim != text_encoder.dim:
+                raise PipelineError(f"stage II expects {stage2.text_dim}-d text embeddings, the encoder gives {text_encoder.dim}-d")
+            if stage2.res_in != stage1.resolution:
+                raise PipelineError(f"stage II takes {stage2.res_in}px images but stage I makes {stage1.resolution}px")
+        self.text_encoder, self.stage1, self.stage2 = text_encoder, stage1.eval(), stage2.eval() if stage2 else None
+        self.info = dict(info or {})
+        self.source: str = self.info.get("source", "")
+        self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    # ---------------------------------------------------------------- I/O
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "StackGANPipeline":
+        """Load a pipeline folder (None or "default": the bundled shapes model)."""
+        folder = DEFAULT_MODEL_DIR if path in (None, "", "default") else Path(path)
+        if not folder.is_dir():
+            raise PipelineError(f"model folder {folder} does not exist; pass a folder written by save_pretrained "
+                                "or by training (RUN_DIR/pipeline)")
+        index_path = folder / "model_index.json"
+        if not index_path.is_file():
+            raise PipelineError(f"{folder} has no model_index.json: it is not a stackgan pipeline folder")
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise PipelineError(f"{index_path} is not valid JSON: {e}") from None
+        if index.get("format") != FORMAT_VERSION:
+            raise PipelineError(f"{index_path}: unsupported pipeline format {index.get('format')!r} (expected {FORMAT_VERSION})")
+        enc_dir = folder / "text_encoder"
+        if (enc_dir / "open_clip_config.json").exists():
+            encoder = load_text_encoder("local-dir:" + str(enc_dir), device=device)
+        elif (enc_dir / "config.json").exists():  # a reference to an open_clip model and local weights
+            ref = json.loads((enc_dir / "config.json").read_text(encoding="utf-8"))
+            encoder = load_text_encoder(ref["model"], ref.get("pretrained", ""), device=device)
+        else:
+            raise PipelineError(f"{enc_dir} is missing: a pipeline needs its text encoder "
+                                "(open_clip_config.json + open_clip_model.safetensors)")
+        stage1, cfg1 = load_component(folder / "stage1")
+        stage2 = None
+        if (folder / "stage2").exists():
+            stage2, _ = load_component(folder / "stage2")
+        want = cfg1.get("text_encoder", {})
+        got = encoder.identity
+        if want and (want.get("weights_sha256") != got.weights_sha256 or want.get("dim") != got.dim):
+            raise PipelineError(
+                f"the text encoder in {enc_dir} ({got.short()}) is not the one the generator was trained with "
+                f"({want.get('model')}@{str(want.get('weights_sha256'))[:12]}); restore the original text_encoder folder"
+            )
+        info = dict(index.get("info", {}))
+        info["source"] = str(folder)
+        pipe = cls(encoder, stage1.to(device), stage2.to(device) if stage2 is not None else None, info)
+        return pipe
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the folder: model_index.json, text_encoder/, stage1/, stage2/ (atomically replaced)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_text_encoder(self.text_encoder, tmp / "text_encoder")
+        ident = {"text_encoder": self.text_encoder.identity.to_dict()}
+        save_component(self.stage1, tmp / "stage1", ident)
+        if self.stage2 is not None:
+            save_component(self.stage2, tmp / "stage2", ident)
+        info = {k: v for k, v in self.info.items() if k != "source"}
+        index = {"_class_name": "StackGANPipeline", "format": FORMAT_VERSION,
+                 "components": ["text_encoder", "stage1"] + (["stage2"] if self.stage2 is not None else []), "info": info}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return path
+
+    # ---------------------------------------------------------------- generation
+    @property
+    def device(self) -> torch.device:
+        return next(self.stage1.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        return (self.stage2 or self.stage1).resolution
+
+    @property
+    def model_id(self) -> str:
+        return self.info.get("model_id") or Path(self.source or "unsaved").name
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings `[N, D]`, with a small in-memory cache (the app repeats prompts)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._emb_cache]
+        if missing:
+            for p, e in zip(missing, self.text_encoder.encode(missing)):
+                self._emb_cache[p] = e
+        for p in prompts:
+            self._emb_cache.move_to_end(p)
+        while len(self._emb_cache) > 4096:
+            self._emb_cache.popitem(last=False)
+        return torch.stack([self._emb_cache[p] for p in prompts]).to(self.device)
+
+    def check_prompts(self, prompts: str | list[str]) -> tuple[list[str], list[str]]:
+        """Normalise prompts; returns (prompts, notes). Empty prompts raise PipelineError."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise PipelineError("prompts must be a caption or a non-empty list of captions")
+        out, notes = [], []
+        for k, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise PipelineError(f"prompt {k} is {type(p).__name__}, not a string")
+            p = " ".join(p.split())
+            if not p:
+                raise PipelineError(f"prompt {k} is empty; describe the image, e.g. 'a red circle on a white background'")
+            n = self.text_encoder.token_count(p)
+            if n > self.text_encoder.context_length:
+                notes.append(f"prompt {k} has {n} tokens; only the first {self.text_encoder.context_length} are used")
+            out.append(p)
+        return out, notes
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompts: str | list[str],
+        num_images_per_prompt: int = 8,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        stage: int = 2,
+        output_type: str = "pil",
+        noise_scale: float = 1.0,
+        truncation: float | None = None,
+        batch_size: int = 64,
+    ) -> StackGANOutput:
+        """Generate `num_images_per_prompt` images for each prompt.
+
+        Args:
+            prompts:      a caption or a list of captions.
+            seed / generator: the same seed gives the same images on the same machine
+                          (a fresh random seed when both are None).
+            stage:        1 (low resolution) or 2 (refined; falls back to 1 without a stage II).
+            output_type:  "pil" (list of PIL images), "np" (uint8 `[N, H, W, 3]`), "pt" (uint8 `[N, 3, H, W]`).
+            noise_scale:  multiplies z and the conditioning noise; < 1 gives safer, less varied samples.
+            truncation:   resample |z_i| above this (the truncation trick); None = off.
+        """
+        prompts, notes = self.check_prompts(prompts)
+        if not isinstance(num_images_per_prompt, int) or not 1 <= num_images_per_prompt <= MAX_IMAGES_PER_PROMPT:
+            raise PipelineError(f"num_images_per_prompt must be an integer in [1, {MAX_IMAGES_PER_PROMPT}], got {num_images_per_prompt!r}")
+        if stage not in (1, 2):
+            raise PipelineError(f"stage must be 1 or 2, got {stage!r}")
+        if output_type not in ("pil", "np", "pt"):
+            raise PipelineError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if not 0 <= noise_scale <= 4:
+            raise PipelineError(f"noise_scale must be in [0, 4], got {noise_scale}")
+        if truncation is not None and truncation <= 0:
+            raise PipelineError(f"truncation must be > 0 or None, got {truncation}")
+        if generator is None:
+            generator = torch.Generator("cpu")
+            generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        text = self.encode(prompts).repeat_interleave(num_images_per_prompt, dim=0)
+        n = text.shape[0]
+        g1, g2 = self.stage1, self.stage2 if stage == 2 else None
+        z = torch.randn(n, g1.z_dim, generator=generator)
+        if truncation is not None:
+            for _ in range(100):  # resample outliers (the truncation trick)
+                bad = z.abs() > truncation
+                if not bad.any():
+                    break
+                z[bad] = torch.randn(int(bad.sum()), generator=generator)
+            z = z.clamp(-truncation, truncation)
+        eps1 = torch.randn(n, g1.cond_dim, generator=generator)
+        eps2 = torch.randn(n, g2.cond_dim, generator=generator) if g2 is not None else None
+        lows, highs = [], []
+        dev = self.device
+        for i in range(0, n, batch_size):
+            sl = slice(i, i + batch_size)
+            low, _, _ = g1(text[sl], (z[sl] * noise_scale).to(dev), eps1[sl].to(dev), noise_scale)
+            lows.append(low)
+            if g2 is not None:
+                highs.append(g2(low, text[sl], eps2[sl].to(dev), noise_scale)[0])
+        low = to_uint8(torch.cat(lows).cpu())
+        high = to_uint8(torch.cat(highs).cpu()) if highs else None
+        return StackGANOutput(
+            images=_convert(high if high is not None else low, output_type),
+            stage1_images=_convert(low, output_type) if high is not None else None,
+            prompts=prompts,
+            notes=notes,
+        )
+
+
+def _convert(images: torch.Tensor, output_type: str):
+    if output_type == "pt":
+        return images
+    arr = images.permute(0, 2, 3, 1).contiguous().numpy()
+    if output_type == "np":
+        return arr
+    from PIL import Image
+
+    return [Image.fromarray(a) for a in arr]

@@ -1,0 +1,109 @@
+"""Train a small open_clip model contrastively on a data set's (image, caption) pairs.
+
+This is how the built-in `shapes` data set gets its text encoder, as StackGAN trained its
+char-CNN-RNN on birds. open_clip's own model code and `ClipLoss` do the work; the result is
+saved as a folder that loads through `load_text_encoder("local-dir:...")`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from .encoder import CLIP_MEAN, CLIP_STD, TextEncoder, _open_clip, load_text_encoder, save_text_encoder
+
+log = logging.getLogger(__name__)
+
+
+def _prep(images_u8: torch.Tensor, size: int) -> torch.Tensor:
+    x = images_u8.float() / 255.0
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+def train_text_encoder(
+    dataset,
+    model_name: str = "shapes-clip-tiny",
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> TextEncoder:
+    """Contrastive training (CLIP loss) on (image, random caption) pairs of `dataset`.
+
+    Args:
+        dataset:    a `CaptionedImages` data set.
+        model_name: an open_clip model config name (see stackgan/text/model_configs).
+        steps, batch_size, lr, seed: optimisation settings (AdamW, cosine decay).
+        out_dir:    when given, the encoder is saved there (open_clip local-dir layout).
+    Returns:
+        the trained encoder, frozen.
+    """
+    from tqdm.auto import tqdm
+
+    open_clip = _open_clip()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = open_clip.create_model(model_name, device=device)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    images = dataset.images(size) if hasattr(dataset, "images") else None
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    model.train()
+    bar = tqdm(range(steps), desc="text encoder", disable=not progress)
+    for step in bar:
+        idx = [rng.randrange(len(dataset)) for _ in range(batch_size)]
+        if images is not None:
+            batch = images[idx]
+        else:
+            batch = torch.stack([dataset.image(i, size) for i in idx])
+        caps = [rng.choice(dataset.captions(i)) for i in idx]
+        img_f, txt_f, scale = model(_prep(batch.to(device), size), tokenizer(caps).to(device))
+        loss = loss_fn(img_f, txt_f, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    encoder = TextEncoder(model, tokenizer, model_name)
+    if out_dir is not None:
+        save_text_encoder(encoder, out_dir)
+        encoder = load_text_encoder("local-dir:" + str(out_dir), device=device)
+    return encoder
+
+
+@torch.inference_mode()
+def caption_retrieval(encoder: TextEncoder, dataset, candidates: int = 100, trials: int = 500, seed: int = 0) -> dict:
+    """Image -> caption R@1 among `candidates` captions of distinct images (chance = 1/candidates)."""
+    rng = random.Random(seed)
+    size = encoder.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    hits = 0
+    n = len(dataset)
+    if n < candidates:
+        raise ValueError(f"caption retrieval needs at least {candidates} images, the data set has {n}")
+    for _ in range(trials):
+        idx = rng.sample(range(n), candidates)
+        caps = [rng.choice(dataset.captions(i)) for i in idx]
+        img = encoder.encode_images(dataset.image(idx[0], size)[None])
+        txt = encoder.encode(caps)
+        hits += int((img @ txt.T).argmax().item() == 0)
+    return {"r_at_1": hits / trials, "chance": 1 / candidates, "candidates": candidates, "trials": trials}

@@ -1,0 +1,122 @@
+"""Training batches: (image, caption) pairs grouped by caption, drawn deterministically per step.
+
+A batch is `batch_size / group_size` groups. Each group picks a caption; the fake side
+draws `group_size` noise vectors for it and the real side `group_size` images that match
+it (for `shapes`: images whose attributes agree with every attribute the caption names;
+otherwise: the images whose captions lie nearest in embedding space). Minibatch features
+computed within a group can then see per-caption collapse.
+
+Batch k of stage s is a pure function of (seed, stage, step, rank), so a resumed run
+draws exactly the batches the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class CaptionTable:
+    """Unique captions of a data set and, per image, the ids of its captions."""
+
+    texts: list[str]
+    per_image: list[list[int]]
+
+    @classmethod
+    def build(cls, dataset) -> "CaptionTable":
+        ids: dict[str, int] = {}
+        per_image = []
+        for i in range(len(dataset)):
+            row = []
+            for c in dataset.captions(i):
+                row.append(ids.setdefault(c, len(ids)))
+            per_image.append(row)
+        return cls(list(ids), per_image)
+
+
+class GroupSampler:
+    """Deterministic grouped batches of (image index, caption id) keys."""
+
+    def __init__(self, dataset, table: CaptionTable, embeddings: torch.Tensor, batch_size: int, group_size: int,
+                 seed: int, neighbours: int = 16):
+        self.dataset, self.table = dataset, table
+        self.batch_size, self.group_size, self.seed = batch_size, group_size, seed
+        self.exact = hasattr(dataset, "caption_attributes") and hasattr(dataset, "matching")
+        if not self.exact and group_size > 1:
+            # Mean caption embedding per image, for nearest-neighbour groups of real images.
+            self.image_emb = torch.nn.functional.normalize(
+                torch.stack([embeddings[ids].mean(0) for ids in table.per_image]), dim=1
+            )
+        self.neighbours = neighbours
+        self._match_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _matches(self, i: int, k: int) -> np.ndarray:
+        key = (i, k)
+        if key not in self._match_cache:
+            if self.exact:
+                m = self.dataset.matching(self.dataset.caption_attributes(i)[k])
+            else:
+                cap = self.table.per_image[i][k]
+                sims = self.image_emb @ torch.nn.functional.normalize(self.image_emb[i], dim=0)
+                m = sims.topk(min(self.neighbours, len(sims))).indices.numpy()
+            if len(self._match_cache) > 200_000:
+                self._match_cache.clear()
+            self._match_cache[key] = m
+        return self._match_cache[key]
+
+    def batch(self, stage: int, step: int, rank: int = 0) -> list[tuple[int, int]]:
+        rng = random.Random(f"{self.seed}-{stage}-{step}-{rank}")
+        n = len(self.dataset)
+        keys = []
+        for _ in range(self.batch_size // self.group_size):
+            i = rng.randrange(n)
+            k = rng.randrange(len(self.table.per_image[i]))
+            cap = self.table.per_image[i][k]
+            if self.group_size == 1:
+                keys.append((i, cap))
+                continue
+            m = self._matches(i, k)
+            others = [int(m[rng.randrange(len(m))]) for _ in range(self.group_size - 1)]
+            keys.extend((j, cap) for j in [i, *others])
+        return keys
+
+
+class PairDataset(Dataset):
+    """Map-style view for a DataLoader: key (image index, caption id) -> (uint8 image, caption id)."""
+
+    def __init__(self, dataset, resolution: int):
+        self.dataset, self.resolution = dataset, resolution
+        self.images = dataset.images(resolution) if hasattr(dataset, "images") else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, cap = key
+        img = self.images[i] if self.images is not None else self.dataset.image(i, self.resolution)
+        return img, cap
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch sampler yielding the keys of steps [start, stop) of one stage."""
+
+    def __init__(self, sampler: GroupSampler, stage: int, start: int, stop: int, rank: int):
+        self.sampler, self.stage, self.start, self.stop, self.rank = sampler, stage, start, stop, rank
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.sampler.batch(self.stage, step, self.rank)
+
+
+def collate(items):
+    images = torch.stack([it[0] for it in items])
+    caps = torch.tensor([it[1] for it in items], dtype=torch.long)
+    return images, caps

@@ -1,0 +1,419 @@
+"""One training loop for both stages: text encoder (optional) -> stage I -> stage II -> export.
+
+    python train.py --config configs/shapes-tiny.yaml --output-dir runs/tiny
+    accelerate launch train.py --config configs/shapes.yaml --output-dir runs/shapes
+
+A run folder holds config.yaml (resolved), train.log, metrics.jsonl, losses.png, logs/
+(TensorBoard), samples/ (fixed caption x noise grids), checkpoints/ and, at the end,
+pipeline/ (loads with `StackGANPipeline.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import env  # noqa: F401
+from ..config import Config, ConfigError, dump_config
+from ..data import build_dataset
+from ..data.base import to_float, to_uint8
+from ..models.stage1 import Stage1Discriminator, Stage1Generator
+from ..models.stage2 import Stage2Discriminator, Stage2Generator
+from ..pipeline import StackGANPipeline, load_component, load_state_strict, save_component
+from ..text.cache import cached_embeddings
+from ..text.encoder import TextEncoder, load_text_encoder
+from ..visual import plot_metrics, sample_sheet
+from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
+from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
+from .losses import d_loss, g_loss, kl_loss, mode_seeking_loss
+
+log = logging.getLogger("stackgan.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a gradient became NaN/Inf; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    out: Path
+    accelerator: object
+    encoder: TextEncoder
+    embeddings: torch.Tensor  # [n_captions, D] on the device
+    table: CaptionTable
+    dataset: object
+    grid_text: torch.Tensor  # [grid_captions, D]
+    grid_captions: list[str]
+    init: StackGANPipeline | None
+    freeze_stage1: bool
+
+
+# ------------------------------------------------------------------ building blocks
+def build_models(cfg: Config, stage: int, text_dim: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    m = cfg.model
+    if stage == 1:
+        g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1)
+        d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims)
+    else:
+        g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2)
+        d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims)
+    return g, d
+
+
+def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generator:
+    g = torch.Generator("cpu")
+    g.manual_seed((seed * 1_000_003 + stage * 7_919 + rank) * 10_000_019 + step)
+    return g
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+
+# ------------------------------------------------------------------ the run
+def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_from: str | None = None,
+          freeze_stage1: bool = False) -> Path:
+    """Train the stages in `cfg.train.stages` into `output_dir`; returns the exported pipeline folder.
+
+    Args:
+        resume:        "latest" or a checkpoint folder: continue from there (same config required).
+        init_from:     a pipeline folder to fine-tune (its text encoder and generators are the start).
+        freeze_stage1: with init_from, keep its stage I as it is and train stage II only.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    out = Path(output_dir)
+    t = cfg.train
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=t.mixed_precision,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("stackgan").addHandler(handler)
+        logging.getLogger("stackgan").setLevel(logging.INFO)
+    accelerator.wait_for_everyone()
+    log.info("run %s: %d process(es) on %s, mixed precision %s", out, accelerator.num_processes,
+             accelerator.device, t.mixed_precision)
+
+    checkpoint = find_checkpoint(out, resume) if resume else None
+    if checkpoint is not None:
+        _check_resumable(checkpoint, cfg)
+    init = StackGANPipeline.from_pretrained(init_from) if init_from else None
+    stages = list(t.stages)
+    if freeze_stage1:
+        if init is None:
+            raise ConfigError("--freeze-stage1 needs --init-from a pipeline folder whose stage I is kept")
+        stages = [2]
+    if stages == [2] and init is None and not (out / "stages" / "stage1" / "model.safetensors").exists():
+        raise ConfigError("train.stages=[2] needs a trained stage I: pass --init-from PIPELINE_DIR")
+
+    ctx = _prepare_context(cfg, out, accelerator, init, freeze_stage1)
+    start_stage = checkpoint["meta"]["stage"] if checkpoint else stages[0]
+    for stage in stages:
+        if stage < start_stage:
+            continue
+        done = out / "stages" / f"stage{stage}" / "model.safetensors"
+        if checkpoint is None and resume and done.exists():
+            continue
+        run_stage(ctx, stage, checkpoint if checkpoint and checkpoint["meta"]["stage"] == stage else None)
+        checkpoint = None
+
+    pipeline_dir = out / "pipeline"
+    if accelerator.is_main_process:
+        export_pipeline(ctx, pipeline_dir)
+        if (out / "metrics.jsonl").exists():
+            plot_metrics(out / "metrics.jsonl", out / "losses.png")
+        log.info("exported %s", pipeline_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return pipeline_dir
+
+
+def _check_resumable(checkpoint: dict, cfg: Config) -> None:
+    saved = checkpoint["meta"]["config"]
+    if saved["model"] != cfg.to_dict()["model"]:
+        diff = {k: (saved["model"].get(k), v) for k, v in cfg.to_dict()["model"].items() if saved["model"].get(k) != v}
+        raise CheckpointError(f"checkpoint {checkpoint['path']} was made with a different architecture "
+                              f"(model settings saved vs now: {diff}); resume with the original config or start a new run")
+
+
+def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline | None, freeze_stage1: bool) -> RunContext:
+    device = accelerator.device
+    with accelerator.main_process_first():
+        dataset = build_dataset(cfg.data, "train")
+    encoder = _text_encoder(cfg, out, accelerator, dataset, init)
+    table = CaptionTable.build(dataset)
+    cache_root = os.environ.get("STACKGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "stackgan"))
+    with accelerator.main_process_first():
+        emb = cached_embeddings(encoder, table.texts, cache_root, _dataset_key(cfg, dataset))
+    if init is not None and init.stage1.text_dim != encoder.dim:
+        raise ConfigError(f"the init pipeline's generator expects {init.stage1.text_dim}-d text embeddings "
+                          f"but the text encoder gives {encoder.dim}-d")
+    # Fixed captions for the sample grid: held-out captions when the data set has a test split.
+    try:
+        grid_source = build_dataset(cfg.data, "test") if cfg.data.name == "shapes" else dataset
+    except Exception:  # a user folder without a test split
+        grid_source = dataset
+    grid_captions = [grid_source.captions(i % len(grid_source))[0] for i in range(cfg.train.grid_captions)]
+    grid_text = encoder.encode(grid_captions).to(device)
+    return RunContext(cfg, out, accelerator, encoder, emb.to(device), table, dataset, grid_text, grid_captions, init,
+                      freeze_stage1)
+
+
+def _dataset_key(cfg: Config, dataset) -> str:
+    if cfg.data.name == "shapes":
+        return f"shapes-s{cfg.data.seed}-n{cfg.data.size}"
+    return f"{Path(cfg.data.path).resolve().name}-{abs(hash(str(Path(cfg.data.path).resolve()))) % 10**8}-n{len(dataset)}"
+
+
+def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPipeline | None) -> TextEncoder:
+    if init is not None and not cfg.text.train_steps and cfg.text.model in ("", "init"):
+        return init.text_encoder
+    if init is not None and cfg.text.model == "shapes-clip-tiny" and not cfg.text.pretrained:
+        return init.text_encoder  # the default: keep the init pipeline's encoder
+    if cfg.text.train_steps > 0:
+        folder = out / "text_encoder"
+        if accelerator.is_main_process and not (folder / "open_clip_model.safetensors").exists():
+            from .. text.train import caption_retrieval, train_text_encoder
+
+            log.info("training text encoder %s for %d steps", cfg.text.model, cfg.text.train_steps)
+            enc = train_text_encoder(dataset, cfg.text.model, cfg.text.train_steps, cfg.text.train_batch_size,
+                                     cfg.text.train_lr, cfg.train.seed, folder, device=accelerator.device,
+                                     progress=accelerator.is_local_main_process)
+            if cfg.data.name == "shapes":
+                res = caption_retrieval(enc, build_dataset(cfg.data, "test"), trials=200)
+                log.info("text encoder caption retrieval R@1 %.3f (chance %.3f)", res["r_at_1"], res["chance"])
+                (folder / "retrieval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+        accelerator.wait_for_everyone()
+        return load_text_encoder("local-dir:" + str(folder), device="cpu")
+    return load_text_encoder(cfg.text.model, cfg.text.pretrained, device="cpu")
+
+
+def _render_grid(ctx: RunContext, stage: int, g_ema: torch.nn.Module, g1: torch.nn.Module | None, label: str) -> None:
+    """The fixed (caption, noise) grid from the EMA generator; stage I and II side by side."""
+    cfg = ctx.cfg
+    k = cfg.train.grid_samples
+    gen = torch.Generator("cpu").manual_seed(cfg.train.seed + 12345)
+    text = ctx.grid_text.repeat_interleave(k, dim=0)
+    z = torch.randn(text.shape[0], cfg.model.z_dim, generator=gen).to(text.device)
+    eps1 = torch.randn(text.shape[0], cfg.model.cond_dim, generator=gen).to(text.device)
+    eps2 = torch.randn(text.shape[0], cfg.model.cond_dim, generator=gen).to(text.device)
+    with torch.no_grad():
+        if stage == 1:
+            low = g_ema.eval()(text, z, eps1)[0]
+            panels = [to_uint8(low.cpu())]
+        else:
+            low = g1(text, z, eps1)[0]
+            high = g_ema.eval()(low, text, eps2)[0]
+            panels = [to_uint8(low.cpu()), to_uint8(high.cpu())]
+    rows = [[p[i * k : (i + 1) * k] for p in panels] for i in range(len(ctx.grid_captions))]
+    labels = ["stage I"] if stage == 1 else ["stage I", "stage II"]
+    cell = max(64, (cfg.model.res2 if stage == 2 else cfg.model.res1))
+    sheet = sample_sheet(ctx.grid_captions, rows, labels, cell=min(cell, 128))
+    (ctx.out / "samples").mkdir(exist_ok=True)
+    sheet.save(ctx.out / "samples" / f"stage{stage}-{label}.png")
+
+
+def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
+    cfg, acc, t = ctx.cfg, ctx.accelerator, ctx.cfg.train
+    device = acc.device
+    max_steps = t.stage2_steps if (stage == 2 and t.stage2_steps) else t.max_steps
+    G, D = build_models(cfg, stage, ctx.encoder.dim)
+    g1 = None
+    if stage == 2:
+        g1 = _frozen_stage1(ctx).to(device)
+    if ctx.init is not None and checkpoint is None:
+        start = ctx.init.stage1 if stage == 1 else ctx.init.stage2
+        if start is not None:
+            load_state_strict(G, start.state_dict(), f"stage {stage} of {ctx.init.source}")
+    torch.manual_seed(t.seed + stage)
+    ema = copy.deepcopy(G).eval().requires_grad_(False).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    step = 0
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+
+        step = load_checkpoint(acc, checkpoint, ema)
+        log.info("resumed stage %d at step %d from %s", stage, step, checkpoint["path"])
+    res = cfg.model.res1 if stage == 1 else cfg.model.res2
+    sampler = GroupSampler(ctx.dataset, ctx.table, ctx.embeddings.cpu(), t.batch_size, t.group_size, t.seed)
+    loader = torch.utils.data.DataLoader(
+        PairDataset(ctx.dataset, res), batch_sampler=StepBatches(sampler, stage, step, max_steps, acc.process_index),
+        collate_fn=collate, num_workers=cfg.data.num_workers,
+    )
+    group = t.group_size if cfg.model.mbd_scope == "group" else None
+    if group is None and (cfg.model.d1_minibatch if stage == 1 else cfg.model.d2_minibatch) == "mbstd":
+        group = min(cfg.model.mbstd_group, t.batch_size)
+    toggle_d = acc.num_processes == 1  # DDP needs every D parameter to receive a gradient each backward
+    if acc.is_main_process:
+        acc.init_trackers(f"stage{stage}")
+        if step == 0:
+            _render_grid(ctx, stage, acc.unwrap_model(G) if stage == 1 else ema, g1, "start")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=step, desc=f"stage {stage}", disable=not acc.is_local_main_process)
+    t0, seen = time.time(), 0
+    for images, caps in loader:
+        # Batch
+        real = to_float(images).to(device)
+        text = ctx.embeddings[caps.to(device)]
+        wrong = text.roll(t.group_size, dims=0)  # the next group's caption
+        gen = step_generator(t.seed, stage, step, acc.process_index)
+        z = torch.randn(real.shape[0], cfg.model.z_dim, generator=gen).to(device)
+        eps = torch.randn(real.shape[0], cfg.model.cond_dim, generator=gen).to(device)
+        for group_ in opt_g.param_groups:
+            group_["lr"] = t.lr_g * 0.5 ** (step // t.lr_decay_every) if t.lr_decay_every else t.lr_g
+        for group_ in opt_d.param_groups:
+            group_["lr"] = t.lr_d * 0.5 ** (step // t.lr_decay_every) if t.lr_decay_every else t.lr_d
+
+        # Generate
+        if stage == 1:
+            fake, mu, logvar = G(text, z, eps)
+        else:
+            with torch.no_grad():
+                low = g1(text, z, torch.randn(real.shape[0], cfg.model.cond_dim, generator=gen).to(device))[0]
+            fake, mu, logvar = G(low, text, eps)
+
+        # D step
+        if toggle_d:
+            D.requires_grad_(True)
+        out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group)
+        loss_d = d_loss(out_d)
+        opt_d.zero_grad(set_to_none=True)
+        acc.backward(loss_d)
+        gn_d = _grad_norm(D)
+        if _finite_or_handle(t.nan_policy, stage, step, "D", loss_d, gn_d):
+            opt_d.step()
+
+        # G step
+        if toggle_d:
+            D.requires_grad_(False)
+        out_g = D(text, fake=fake, group=group)
+        kl = kl_loss(mu, logvar)
+        loss_g = g_loss(out_g) + t.kl_weight * kl
+        if t.mode_seeking > 0:
+            loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
+        opt_g.zero_grad(set_to_none=True)
+        acc.backward(loss_g)
+        gn_g = _grad_norm(G)
+        if _finite_or_handle(t.nan_policy, stage, step, "G", loss_g, gn_g):
+            opt_g.step()
+
+        # EMA
+        ema_update(ema, acc.unwrap_model(G), t.ema_decay if step >= 100 else 0.0)
+        step += 1
+        seen += real.shape[0] * acc.num_processes
+        bar.update(1)
+
+        # Log
+        if step % t.log_every == 0 or step == max_steps:
+            row = {"stage": stage, "step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "kl": kl.item(),
+                   "d_real": torch.sigmoid(out_d["real"]).mean().item(), "d_wrong": torch.sigmoid(out_d["wrong"]).mean().item(),
+                   "d_fake": torch.sigmoid(out_d["fake"]).mean().item(), "grad_norm_d": gn_d, "grad_norm_g": gn_g,
+                   "lr_g": opt_g.param_groups[0]["lr"], "img_per_s": seen / max(time.time() - t0, 1e-9)}
+            row.update(_minibatch_stats(acc.unwrap_model(D)))
+            if acc.is_main_process:
+                acc.log({f"stage{stage}/{k}": v for k, v in row.items() if k not in ("stage", "step")}, step=step)
+                with open(ctx.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}")
+                log.info("stage %d step %d: %s", stage, step, ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                                         if isinstance(v, float)))
+
+        # Snapshot
+        if acc.is_main_process and (step % t.snapshot_every == 0 or step == max_steps):
+            _render_grid(ctx, stage, ema, g1, f"step{step:07d}")
+
+        # Checkpoint
+        if step % t.checkpoint_every == 0 or step == max_steps:
+            save_checkpoint(acc, ctx.out, stage, step, ema, cfg, ctx.encoder.identity.to_dict(), t.keep_checkpoints)
+    bar.close()
+
+    if acc.is_main_process:
+        save_component(ema.cpu(), ctx.out / "stages" / f"stage{stage}",
+                       {"text_encoder": ctx.encoder.identity.to_dict()})
+    acc.wait_for_everyone()
+    acc.free_memory()
+
+
+def _finite_or_handle(policy: str, stage: int, step: int, who: str, loss: torch.Tensor, grad_norm: float) -> bool:
+    """True when the loss and gradient norm are finite; else stop (raise) or skip per policy."""
+    value = loss.item()
+    if math.isfinite(value) and math.isfinite(grad_norm):
+        return True
+    msg = f"stage {stage} step {step}: {who} loss is {value:.4g} (gradient norm {grad_norm:.4g})"
+    if policy == "stop":
+        raise TrainingDiverged(msg + "; the last checkpoint is intact: lower the learning rates or set "
+                               "train.nan_policy=skip, then resume with --resume latest")
+    log.warning("%s; %s step skipped (train.nan_policy=skip)", msg, who)
+    return False
+
+
+def _minibatch_stats(D: torch.nn.Module) -> dict[str, float]:
+    mb = getattr(D.head, "mb", None)
+    if mb is None or not hasattr(mb, "T"):
+        return {}
+    return {"mbd_T_norm": mb.T.detach().float().norm().item()}
+
+
+def _frozen_stage1(ctx: RunContext) -> torch.nn.Module:
+    path = ctx.out / "stages" / "stage1"
+    if (path / "model.safetensors").exists() and not ctx.freeze_stage1:
+        g1, _ = load_component(path)
+    elif ctx.init is not None:
+        g1 = copy.deepcopy(ctx.init.stage1)
+    else:
+        raise ConfigError("stage II needs a trained stage I: train stage 1 first or pass --init-from")
+    if g1.resolution != ctx.cfg.model.res1:
+        raise ConfigError(f"stage I makes {g1.resolution}px images but model.res1 is {ctx.cfg.model.res1}")
+    return g1.eval().requires_grad_(False)
+
+
+def export_pipeline(ctx: RunContext, folder: Path) -> Path:
+    """Write the pipeline folder from the stages' EMA generators."""
+    s1 = ctx.out / "stages" / "stage1"
+    g1 = load_component(s1)[0] if (s1 / "model.safetensors").exists() and not ctx.freeze_stage1 else ctx.init.stage1
+    s2 = ctx.out / "stages" / "stage2"
+    g2 = load_component(s2)[0] if (s2 / "model.safetensors").exists() else (ctx.init.stage2 if ctx.init else None)
+    if g2 is not None and g2.res_in != g1.resolution:
+        g2 = None
+    info = {
+        "model_id": ctx.out.resolve().name,
+        "trained_on": ctx.cfg.data.name if ctx.cfg.data.name == "shapes" else f"folder {Path(ctx.cfg.data.path).name}",
+        "config": ctx.cfg.to_dict(),
+        "example_prompts": ctx.grid_captions[:8],
+    }
+    pipe = StackGANPipeline(ctx.encoder, g1.cpu(), g2.cpu() if g2 is not None else None, info)
+    pipe.save_pretrained(folder)
+    shutil.copyfile(ctx.out / "config.yaml", folder / "training_config.yaml")
+    return folder
