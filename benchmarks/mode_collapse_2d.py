@@ -161,10 +161,10 @@ class Protocol:
     lr_decay_from: float = 0.5  # learning rates decay linearly to 0 from this fraction of iters on
     ema: float = 0.0  # G weight EMA decay per iteration (0 = evaluate the raw G)
     r1: float = 0.0  # R1 penalty weight gamma on real samples (Mescheder et al. 2018); 0 = off
-    mbd_kernels: int = 32  # MinibatchDiscrimination B
+    mbd_kernels: int = 16  # MinibatchDiscrimination B
     mbd_dims: int = 5  # MinibatchDiscrimination C
-    mbd_reduce: str = "mean"  # MinibatchDiscrimination reduce
-    mbd_group: int = 32  # samples compared by one minibatch feature (MBD)
+    mbd_reduce: str = "sum"  # MinibatchDiscrimination reduce
+    mbd_group: int = 16  # samples compared by one minibatch feature (MBD)
     mbstd_group: int = 4  # samples per std group (MinibatchStdDev; ProGAN uses 4)
     pack: int = 2  # pacgan2 pack size
     unroll_steps: int = 5  # unrolled: differentiable D steps ahead of the G step
@@ -306,7 +306,7 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
     eval_z = torch.randn(proto.eval_samples, proto.z_dim, generator=torch.Generator().manual_seed(10_000 + seed))
     snap_at = sorted({round(i * proto.iters / (proto.snapshots - 1)) for i in range(proto.snapshots)})
     snapshots: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
 
     for it in range(proto.iters + 1):
         if it in snap_at:
@@ -355,10 +355,10 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
     with torch.no_grad():
         samples = g_ema(eval_z).numpy()
     metrics = mode_metrics(samples, mix.means_array, mix.sigma, proto.hq_sigmas)
-    wall = time.perf_counter() - t_start
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     log.info("%-8s %s seed %d: %2d modes, HQ %5.1f%%, rev KL %s (%.1f s)", variant, data, seed, metrics["modes"],
              metrics["hq"], "-" if metrics["rev_kl"] is None else f"{metrics['rev_kl']:.3f}", wall)  # fmt: skip
-    return {"variant": variant, "data": data, "seed": seed, **metrics, "wall_s": round(wall, 2),
+    return {"variant": variant, "data": data, "seed": seed, **metrics, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "samples": samples.round(4).tolist(), "snapshots": snapshots}  # fmt: skip
 
 
@@ -493,7 +493,7 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
         },
         "summary": summary,
         "runs": {
-            v: {d: [{k: r[k] for k in ("seed", "modes", "hq", "rev_kl", "counts", "wall_s")} for r in runs]
+            v: {d: [{k: r[k] for k in ("seed", "modes", "hq", "rev_kl", "counts", "wall_s", "cpu_s")} for r in runs]
                 for d, runs in per_data.items()}
             for v, per_data in per_seed.items()
         },  # fmt: skip

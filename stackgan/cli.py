@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import env  # noqa: F401
 
@@ -35,7 +36,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train.py", description="Train a two-stage StackGAN.")
     add_train_args(parser)
-    return run_train(parser.parse_args(argv))
+    return run_train(parser.parse_intermixed_args(argv))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -80,12 +81,19 @@ def run_train_text(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         return _fail(str(e))
+    import torch
+
+    from .training.loop import caption_embeddings
+
     ds = build_dataset(cfg.data, "train")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     enc = train_text_encoder(ds, cfg.text.model, cfg.text.train_steps or 1000, cfg.text.train_batch_size,
-                             cfg.text.train_lr, cfg.train.seed, args.output_dir)
+                             cfg.text.train_lr, cfg.train.seed, args.output_dir, device=device)
     if cfg.data.name == "shapes":
         res = caption_retrieval(enc, build_dataset(cfg.data, "test"))
+        (Path(args.output_dir) / "retrieval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
         print(json.dumps(res))
+    caption_embeddings(cfg, enc, ds)  # fill the embedding cache that training reads
     print(f"text encoder written to {args.output_dir} (load with text.model=local-dir:{args.output_dir})")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,13 +120,19 @@ def validate(cfg: Config) -> Config:
         (m.mbd_kernels >= 1 and m.mbd_dims >= 1, "model.mbd_kernels and model.mbd_dims must be >= 1"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
+        (
+            m.mbd_scope != "batch" or "mbstd" not in (m.d1_minibatch, m.d2_minibatch)
+            or t.batch_size < 1 or t.batch_size % min(max(m.mbstd_group, 1), t.batch_size) == 0,
+            f"train.batch_size ({t.batch_size}) must be a multiple of model.mbstd_group ({m.mbstd_group}) "
+            "for minibatch stddev with model.mbd_scope=batch",
+        ),
         (t.stages in ([1], [2], [1, 2]), f"train.stages must be [1], [2] or [1, 2], got {t.stages}"),
         (t.max_steps >= 1, "train.max_steps must be >= 1"),
         (t.stage2_steps >= 0, "train.stage2_steps must be >= 0"),
         (t.group_size >= 1, "train.group_size must be >= 1"),
         (t.batch_size >= 2, "train.batch_size must be >= 2 (mismatched pairs need two captions)"),
         (
-            t.batch_size % t.group_size == 0 and t.batch_size // t.group_size >= 2,
+            t.group_size >= 1 and t.batch_size % t.group_size == 0 and t.batch_size // t.group_size >= 2,
             f"train.batch_size ({t.batch_size}) must be a multiple of train.group_size ({t.group_size}) "
             "holding at least two groups",
         ),
@@ -175,6 +182,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if typ is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "1e-3" (no dot) as a string
+            try:
+                value = float(value) if math.isfinite(float(value)) else value
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)

@@ -25,7 +25,7 @@ from . import env  # noqa: F401
 from .data.base import to_uint8
 from .models.stage1 import Stage1Generator
 from .models.stage2 import Stage2Generator
-from .text.encoder import TextEncoder, TextEncoderError, load_text_encoder, save_text_encoder
+from .text.encoder import TextEncoder, load_text_encoder, save_text_encoder
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ class MinibatchDiscrimination(nn.Module):
     def forward(self, x: torch.Tensor, group: int | None = None) -> torch.Tensor:
         """x `[N, A]` -> o(x) `[N, B]`; group defaults to the whole batch."""
         n = x.shape[0]
-        g = _check_group(n, group or n)
+        g = _check_group(n, n if group is None else group)
         # Distances and exp in float32 even under autocast: bf16 erases small distances.
         with torch.autocast(device_type=x.device.type, enabled=False):
             m = (x.float() @ self.T.float()).view(n // g, g, self.kernels, self.dims)  # [G, g, B, C]
@@ -68,7 +68,7 @@ class MinibatchStdDev(nn.Module):
     def forward(self, x: torch.Tensor, group: int | None = None) -> torch.Tensor:
         """x `[N, C, H, W]` -> `[N, C + 1, H, W]`."""
         n, _, h, w = x.shape
-        g = _check_group(n, group or n)
+        g = _check_group(n, n if group is None else group)
         y = x.float().view(n // g, g, -1)  # [G, g, C*H*W]
         std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # [G]
         feat = std.repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import down_block, init_weights, log2_int, up_block, conv3x3
+from .blocks import conv3x3, down_block, init_weights, log2_int, up_block
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 

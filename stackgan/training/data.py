@@ -61,7 +61,6 @@ class GroupSampler:
             if self.exact:
                 m = self.dataset.matching(self.dataset.caption_attributes(i)[k])
             else:
-                cap = self.table.per_image[i][k]
                 sims = self.image_emb @ torch.nn.functional.normalize(self.image_emb[i], dim=0)
                 m = sims.topk(min(self.neighbours, len(sims))).indices.numpy()
             if len(self._match_cache) > 200_000:

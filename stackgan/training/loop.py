@@ -14,7 +14,6 @@ import copy
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -112,20 +111,17 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        handler = logging.FileHandler(out / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger("stackgan").addHandler(handler)
-        logging.getLogger("stackgan").setLevel(logging.INFO)
-    accelerator.wait_for_everyone()
-    log.info("run %s: %d process(es) on %s, mixed precision %s", out, accelerator.num_processes,
-             accelerator.device, t.mixed_precision)
-
+    # A resume that does not fit fails before the run folder (its config.yaml) is touched.
     checkpoint = find_checkpoint(out, resume) if resume else None
     if checkpoint is not None:
         _check_resumable(checkpoint, cfg)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        _attach_run_log(out / "train.log")
+    accelerator.wait_for_everyone()
+    log.info("run %s: %d process(es) on %s, mixed precision %s", out, accelerator.num_processes,
+             accelerator.device, t.mixed_precision)
     init = StackGANPipeline.from_pretrained(init_from) if init_from else None
     stages = list(t.stages)
     if freeze_stage1:
@@ -136,6 +132,8 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
         raise ConfigError("train.stages=[2] needs a trained stage I: pass --init-from PIPELINE_DIR")
 
     ctx = _prepare_context(cfg, out, accelerator, init, freeze_stage1)
+    if checkpoint is not None:
+        _check_same_encoder(checkpoint, ctx.encoder)
     start_stage = checkpoint["meta"]["stage"] if checkpoint else stages[0]
     for stage in stages:
         if stage < start_stage:
@@ -154,7 +152,23 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
         log.info("exported %s", pipeline_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    _attach_run_log(None)
     return pipeline_dir
+
+
+def _attach_run_log(path: Path | None) -> None:
+    """Send the "stackgan" logs to `path` (None: to no run file). Handlers of an earlier train()
+    in this process are removed first, so one run's messages never land in another's train.log."""
+    root = logging.getLogger("stackgan")
+    for old in [h for h in root.handlers if getattr(h, "stackgan_run_log", False)]:
+        root.removeHandler(old)
+        old.close()
+    if path is not None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.stackgan_run_log = True
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
 
 
 def _check_resumable(checkpoint: dict, cfg: Config) -> None:
@@ -165,15 +179,22 @@ def _check_resumable(checkpoint: dict, cfg: Config) -> None:
                               f"(model settings saved vs now: {diff}); resume with the original config or start a new run")
 
 
+def _check_same_encoder(checkpoint: dict, encoder: TextEncoder) -> None:
+    saved = checkpoint["meta"].get("text_encoder") or {}
+    if saved and saved.get("weights_sha256") != encoder.identity.weights_sha256:
+        raise CheckpointError(f"checkpoint {checkpoint['path']} was trained with the text encoder "
+                              f"{saved.get('model')}@{str(saved.get('weights_sha256'))[:12]} but this run's is "
+                              f"{encoder.identity.short()}; resume with the original text.* settings")
+
+
 def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline | None, freeze_stage1: bool) -> RunContext:
     device = accelerator.device
     with accelerator.main_process_first():
         dataset = build_dataset(cfg.data, "train")
     encoder = _text_encoder(cfg, out, accelerator, dataset, init)
     table = CaptionTable.build(dataset)
-    cache_root = os.environ.get("STACKGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "stackgan"))
     with accelerator.main_process_first():
-        emb = cached_embeddings(encoder, table.texts, cache_root, _dataset_key(cfg, dataset))
+        emb = caption_embeddings(cfg, encoder, dataset, table)
     if init is not None and init.stage1.text_dim != encoder.dim:
         raise ConfigError(f"the init pipeline's generator expects {init.stage1.text_dim}-d text embeddings "
                           f"but the text encoder gives {encoder.dim}-d")
@@ -188,6 +209,14 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
                       freeze_stage1)
 
 
+def caption_embeddings(cfg: Config, encoder: TextEncoder, dataset, table: CaptionTable | None = None) -> torch.Tensor:
+    """Embeddings `[n_captions, D]` of the data set's unique captions, from the on-disk cache."""
+    from ..data.shapes import default_cache_dir
+
+    table = table or CaptionTable.build(dataset)
+    return cached_embeddings(encoder, table.texts, default_cache_dir(), _dataset_key(cfg, dataset))
+
+
 def _dataset_key(cfg: Config, dataset) -> str:
     if cfg.data.name == "shapes":
         return f"shapes-s{cfg.data.seed}-n{cfg.data.size}"
@@ -195,14 +224,12 @@ def _dataset_key(cfg: Config, dataset) -> str:
 
 
 def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPipeline | None) -> TextEncoder:
-    if init is not None and not cfg.text.train_steps and cfg.text.model in ("", "init"):
-        return init.text_encoder
-    if init is not None and cfg.text.model == "shapes-clip-tiny" and not cfg.text.pretrained:
-        return init.text_encoder  # the default: keep the init pipeline's encoder
+    if init is not None and not (cfg.text.model.startswith("local-dir:") or cfg.text.pretrained):
+        return init.text_encoder  # fine-tuning keeps the init pipeline's encoder unless told otherwise
     if cfg.text.train_steps > 0:
         folder = out / "text_encoder"
         if accelerator.is_main_process and not (folder / "open_clip_model.safetensors").exists():
-            from .. text.train import caption_retrieval, train_text_encoder
+            from ..text.train import caption_retrieval, train_text_encoder
 
             log.info("training text encoder %s for %d steps", cfg.text.model, cfg.text.train_steps)
             enc = train_text_encoder(dataset, cfg.text.model, cfg.text.train_steps, cfg.text.train_batch_size,
@@ -214,6 +241,7 @@ def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPi
                 (folder / "retrieval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
         accelerator.wait_for_everyone()
         return load_text_encoder("local-dir:" + str(folder), device="cpu")
+    torch.manual_seed(cfg.train.seed)  # without weights the encoder is random: the same on every rank and on resume
     return load_text_encoder(cfg.text.model, cfg.text.pretrained, device="cpu")
 
 
@@ -246,6 +274,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     cfg, acc, t = ctx.cfg, ctx.accelerator, ctx.cfg.train
     device = acc.device
     max_steps = t.stage2_steps if (stage == 2 and t.stage2_steps) else t.max_steps
+    torch.manual_seed(t.seed + stage)  # initial weights are a function of the seed (same on every rank)
     G, D = build_models(cfg, stage, ctx.encoder.dim)
     g1 = None
     if stage == 2:
@@ -254,7 +283,6 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         start = ctx.init.stage1 if stage == 1 else ctx.init.stage2
         if start is not None:
             load_state_strict(G, start.state_dict(), f"stage {stage} of {ctx.init.source}")
-    torch.manual_seed(t.seed + stage)
     ema = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
@@ -278,11 +306,15 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     if acc.is_main_process:
         acc.init_trackers(f"stage{stage}")
         if step == 0:
-            _render_grid(ctx, stage, acc.unwrap_model(G) if stage == 1 else ema, g1, "start")
+            # From the EMA copy (equal to G at step 0): rendering calls .eval(), which on G itself
+            # would leave stage I training with batch norm frozen in eval mode.
+            _render_grid(ctx, stage, ema, g1, "start")
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_steps, initial=step, desc=f"stage {stage}", disable=not acc.is_local_main_process)
     t0, seen = time.time(), 0
+    G.train()
+    D.train()
     for images, caps in loader:
         # Batch
         real = to_float(images).to(device)
@@ -312,7 +344,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
         gn_d = _grad_norm(D)
-        if _finite_or_handle(t.nan_policy, stage, step, "D", loss_d, gn_d):
+        if _finite_or_handle(t.nan_policy, stage, step + 1, "D", loss_d, gn_d):
             opt_d.step()
 
         # G step
@@ -326,11 +358,12 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss_g)
         gn_g = _grad_norm(G)
-        if _finite_or_handle(t.nan_policy, stage, step, "G", loss_g, gn_g):
+        if _finite_or_handle(t.nan_policy, stage, step + 1, "G", loss_g, gn_g):
             opt_g.step()
 
         # EMA
-        ema_update(ema, acc.unwrap_model(G), t.ema_decay if step >= 100 else 0.0)
+        # Ramped up like StyleGAN's: early on G changes fast and a long average would blur it.
+        ema_update(ema, acc.unwrap_model(G), min(t.ema_decay, (1 + step) / (10 + step)))
         step += 1
         seen += real.shape[0] * acc.num_processes
         bar.update(1)

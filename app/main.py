@@ -1,0 +1,62 @@
+"""Command line of the web UI: load the model(s) once, build the page, serve it.
+
+    python -m app --model /path/to/pipeline [--compare-model OTHER] [--host 127.0.0.1] [--port 7860] [--share]
+
+Listens on 127.0.0.1 unless --host says otherwise; a public share link only with --share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import stackgan  # noqa: F401  (offline settings before gradio is imported)
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description="StackGAN web UI (Gradio).")
+    p.add_argument("--model", default=None,
+                   help="pipeline folder (default: the bundled model in stackgan/assets/default)")
+    p.add_argument("--compare-model", default=None, help="second pipeline folder for the Compare tab")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    return p.parse_args(argv)
+
+
+def load_pipeline(path: str | None, role: str):
+    """Load a pipeline folder (None: the bundled model); a ValueError says what is wrong and how to fix it."""
+    from stackgan.pipeline import PipelineError, StackGANPipeline
+    from stackgan.text.encoder import TextEncoderError
+
+    try:
+        return StackGANPipeline.from_pretrained(path)
+    except (PipelineError, TextEncoderError) as e:
+        hint = "" if path else (" The bundled model is missing from this install; pass a trained pipeline "
+                                "folder with --model RUN_DIR/pipeline.")
+        raise ValueError(f"cannot load the {role} model: {str(e).rstrip('.')}.{hint}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # open_clip logs its loading steps on the root logger: keep the root at WARNING, the app at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(logging.INFO)
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be in 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    try:
+        pipe = load_pipeline(args.model, "main")
+        other = load_pipeline(args.compare_model, "compare") if args.compare_model else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .ui import build_demo, launch
+
+    demo = build_demo(pipe, other)
+    log.info("serving %s on http://%s:%d%s", pipe.model_id, args.host, args.port, " (+ public share link)" if args.share else "")
+    launch(demo, host=args.host, port=args.port, share=bool(args.share))
+    return 0

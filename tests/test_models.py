@@ -1,0 +1,312 @@
+"""Models: shapes, determinism, conditioning augmentation, minibatch layers, D heads, losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stackgan.config import ModelConfig
+from stackgan.models.conditioning import ConditioningAugmentation
+from stackgan.models.heads import DiscriminatorHead
+from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
+from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
+from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
+from stackgan.training.losses import d_loss, g_loss, kl_loss, mode_seeking_loss
+
+TEXT_DIM = 12
+
+
+def _text(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, TEXT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def _images(n: int, res: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, res, res, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# ------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("res", [16, 32])  # the tiny preset's 16 px and a non-paper 32 px
+def test_stage1_generator_shapes(res):
+    g = Stage1Generator(TEXT_DIM, z_dim=8, cond_dim=6, gf=4, resolution=res)
+    img, mu, logvar = g(_text(4), torch.randn(4, 8))
+    assert img.shape == (4, 3, res, res)
+    assert mu.shape == logvar.shape == (4, 6)
+    assert img.min() >= -1 and img.max() <= 1
+    with pytest.raises(ValueError, match="z must be"):
+        g(_text(4), torch.randn(4, 7))
+    with pytest.raises(ValueError, match="text embeddings must be"):
+        g(torch.randn(4, TEXT_DIM + 1), torch.randn(4, 8))
+
+
+@pytest.mark.parametrize("res_in,res", [(16, 32), (16, 64)])  # 2x and a non-paper 4x step
+def test_stage2_generator_shapes(res_in, res):
+    g = Stage2Generator(TEXT_DIM, cond_dim=6, gf=4, res_blocks=1, res_in=res_in, resolution=res)
+    img, mu, logvar = g(_images(2, res_in), _text(2))
+    assert img.shape == (2, 3, res, res)
+    assert mu.shape == logvar.shape == (2, 6)
+    with pytest.raises(ValueError, match="stage I images must be"):
+        g(_images(2, res_in * 2), _text(2))
+
+
+def test_bad_resolutions_raise():
+    with pytest.raises(ValueError, match="power of two"):
+        Stage1Generator(TEXT_DIM, gf=2, resolution=24)
+    with pytest.raises(ValueError, match="at least twice"):
+        Stage2Generator(TEXT_DIM, gf=2, res_in=32, resolution=32)
+    with pytest.raises(ValueError, match="minibatch must be"):
+        Stage1Discriminator(TEXT_DIM, df=2, resolution=16, minibatch="pac")
+
+
+@pytest.mark.parametrize("minibatch", ["none", "mbd", "mbstd"])
+@pytest.mark.parametrize("res", [16, 32])
+def test_stage1_discriminator_shapes(minibatch, res):
+    d = Stage1Discriminator(TEXT_DIM, cond_dim=6, df=4, resolution=res, minibatch=minibatch, mbd_kernels=5, mbd_dims=3)
+    out = d(_text(4), real=_images(4, res), fake=_images(4, res, 2), wrong_text=_text(4, 3), group=2)
+    assert set(out) == {"real", "wrong", "fake"}
+    assert all(v.shape == (4,) for v in out.values())
+    with pytest.raises(ValueError, match="real images must be"):
+        d(_text(4), real=_images(3, res))
+
+
+@pytest.mark.parametrize("res,channels", [(32, 8), (64, 16), (128, 16)])
+def test_stage2_discriminator_shapes(res, channels):
+    d = Stage2Discriminator(TEXT_DIM, cond_dim=6, df=2, resolution=res, mbd_kernels=5, mbd_dims=3)
+    out = d(_text(4), real=_images(4, res), fake=_images(4, res, 2), wrong_text=_text(4, 3), group=2)
+    assert set(out) == {"real", "wrong", "fake", "real_uncond", "fake_uncond"}
+    assert all(v.shape == (4,) for v in out.values())
+    # Channels double per stride-2 block; above 8 df (128 px and up, as StackGAN's 256 px D)
+    # 3x3 convs bring them back to 8 df at 4x4.
+    assert d.encoder(_images(2, res)).shape == (2, channels, 4, 4)
+
+
+def test_paper_preset_parameter_count():
+    """REFERENCE section 1: G I+II at the paper's widths with 512-d text has 36.3M parameters."""
+    m = ModelConfig()
+    g1 = Stage1Generator(512, m.z_dim, m.cond_dim, m.gf, m.res1)
+    g2 = Stage2Generator(512, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2)
+    total = _n_params(g1) + _n_params(g2)
+    assert abs(total - 36.3e6) < 0.1e6, total
+    assert abs(_n_params(g1.ca) - 131_328) == 0  # 512 -> 2 * 128 with bias
+
+
+# ------------------------------------------------------------------ determinism
+def test_generators_deterministic_under_seed():
+    def build():
+        torch.manual_seed(3)
+        g1 = Stage1Generator(TEXT_DIM, z_dim=8, cond_dim=6, gf=4, resolution=16).eval()
+        g2 = Stage2Generator(TEXT_DIM, cond_dim=6, gf=4, res_blocks=1, res_in=16, resolution=32).eval()
+        return g1, g2
+
+    (a1, a2), (b1, b2) = build(), build()
+    text, z, eps1, eps2 = _text(3), torch.randn(3, 8), torch.randn(3, 6), torch.randn(3, 6)
+    with torch.no_grad():
+        la, lb = a1(text, z, eps1)[0], b1(text, z, eps1)[0]
+        ha, hb = a2(la, text, eps2)[0], b2(lb, text, eps2)[0]
+        assert torch.equal(la, lb) and torch.equal(ha, hb)
+        # ... and the same module twice gives the same image; other noise gives another image.
+        assert torch.equal(a1(text, z, eps1)[0], la)
+        assert not torch.equal(a1(text, torch.randn(3, 8), eps1)[0], la)
+
+
+# ------------------------------------------------------------------ conditioning augmentation
+def test_kl_zero_at_prior_positive_elsewhere():
+    zero = torch.zeros(4, 6)
+    assert kl_loss(zero, zero).item() == 0.0
+    assert kl_loss(torch.full((4, 6), 0.5), zero).item() == pytest.approx(0.5 * 0.25)
+    assert kl_loss(zero, torch.ones(4, 6)).item() == pytest.approx(0.5 * (math.e - 2))
+    assert kl_loss(zero, -torch.ones(4, 6)).item() == pytest.approx(0.5 * math.exp(-1))
+    assert kl_loss(torch.randn(4, 6), torch.randn(4, 6)).item() > 0
+
+
+def test_conditioning_augmentation_at_prior():
+    ca = ConditioningAugmentation(TEXT_DIM, 6)
+    torch.nn.init.zeros_(ca.fc.weight)
+    torch.nn.init.zeros_(ca.fc.bias)
+    eps = torch.randn(4, 6)
+    c, mu, logvar = ca(_text(4), eps)
+    assert torch.equal(c, eps)  # mu = 0, sigma = 1
+    assert kl_loss(mu, logvar).item() == 0.0
+    c0, _, _ = ca(_text(4), eps, noise_scale=0.0)
+    assert torch.equal(c0, torch.zeros(4, 6))
+    with pytest.raises(ValueError, match=r"\[N, 12\]"):
+        ca(torch.randn(4, 5))
+
+
+# ------------------------------------------------------------------ minibatch discrimination
+def test_mbd_identical_rows_give_largest_similarity():
+    torch.manual_seed(0)
+    g, kernels = 4, 7
+    mbd = MinibatchDiscrimination(10, kernels=kernels, dims=3, reduce="sum")
+    with torch.no_grad():
+        mbd.bias.fill_(0.25)
+        same = mbd(torch.randn(1, 10).expand(g, 10).contiguous())
+        distinct = mbd(torch.randn(g, 10) * 3)
+    # exp(-0) = 1 for each of the g - 1 other samples; the self pair is excluded.
+    torch.testing.assert_close(same - 0.25, torch.full((g, kernels), float(g - 1)))
+    assert (same >= distinct).all()
+    assert (distinct - 0.25 < g - 1).all()
+    mean = MinibatchDiscrimination(10, kernels=kernels, dims=3, reduce="mean")
+    with torch.no_grad():
+        torch.testing.assert_close(mean(torch.ones(g, 10)), torch.ones(g, kernels))
+
+
+def test_mbd_permutation_equivariant():
+    torch.manual_seed(0)
+    mbd = MinibatchDiscrimination(10, kernels=5, dims=3)
+    x = torch.randn(8, 10)
+    with torch.no_grad():
+        out = mbd(x)
+        perm = torch.randperm(8)
+        torch.testing.assert_close(mbd(x[perm]), out[perm])
+        # Within groups of 4: permute inside each group, and the groups as blocks.
+        grouped = mbd(x, 4)
+        inside = torch.cat([torch.randperm(4), 4 + torch.randperm(4)])
+        torch.testing.assert_close(mbd(x[inside], 4), grouped[inside])
+        blocks = torch.cat([torch.arange(4, 8), torch.arange(0, 4)])
+        torch.testing.assert_close(mbd(x[blocks], 4), grouped[blocks])
+
+
+def test_mbd_groups_are_independent():
+    torch.manual_seed(0)
+    mbd = MinibatchDiscrimination(10, kernels=5, dims=3)
+    x = torch.randn(8, 10)
+    y = x.clone()
+    y[1] += 5.0  # a sample of group 0
+    with torch.no_grad():
+        a, b = mbd(x, 4), mbd(y, 4)
+        assert torch.equal(a[4:], b[4:])
+        assert not torch.equal(a[:4], b[:4])
+        # With the whole batch as one group, the change is seen everywhere.
+        assert not torch.equal(mbd(x)[4:], mbd(y)[4:])
+
+
+@pytest.mark.parametrize("group", [3, 0, -1, 16])
+def test_bad_group_sizes_raise(group):
+    x = torch.randn(8, 10)
+    with pytest.raises(ValueError, match="groups of"):
+        MinibatchDiscrimination(10, 5, 3)(x, group)
+    with pytest.raises(ValueError, match="groups of"):
+        MinibatchStdDev()(torch.randn(8, 2, 4, 4), group)
+
+
+def test_mbd_bad_reduce():
+    with pytest.raises(ValueError, match="reduce"):
+        MinibatchDiscrimination(10, 5, 3, reduce="max")
+
+
+def test_mbd_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    mbd = MinibatchDiscrimination(10, kernels=5, dims=3)
+    x = torch.randn(4, 10)
+    with torch.no_grad():
+        ref = mbd(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = mbd(x)
+    torch.testing.assert_close(out, ref)
+
+
+def test_minibatch_stddev():
+    layer = MinibatchStdDev()
+    x = torch.randn(1, 3, 4, 4).expand(4, 3, 4, 4).contiguous()
+    out = layer(x)
+    assert out.shape == (4, 4, 4, 4)
+    assert torch.equal(out[:, :3], x)
+    assert out[:, 3].abs().max() < 1e-3  # sqrt(0 + 1e-8)
+    y = torch.randn(8, 3, 4, 4)
+    y[:4] = y[0]  # group 0 collapsed, group 1 varied
+    out = layer(y, 4)
+    assert out[:4, 3].abs().max() < 1e-3
+    assert out[4:, 3].min() > 0.1
+    assert torch.allclose(out[4:, 3], out[4, 3].expand(4, 4, 4))  # one constant map per group
+
+
+# ------------------------------------------------------------------ real and fake are never mixed
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("minibatch", ["mbd", "mbstd"])
+def test_discriminator_never_mixes_real_and_fake(stage, minibatch):
+    torch.manual_seed(0)
+    res = 16 if stage == 1 else 32
+    cls = Stage1Discriminator if stage == 1 else Stage2Discriminator
+    d = cls(TEXT_DIM, cond_dim=6, df=4, resolution=res, minibatch=minibatch, mbd_kernels=5, mbd_dims=3).train()
+    text, wrong = _text(4), _text(4, 5)
+    real, fake = _images(4, res, 1), _images(4, res, 2) * 0.3
+    with torch.no_grad():
+        both = d(text, real=real, fake=fake, wrong_text=wrong, group=2)
+        only_real = d(text, real=real, wrong_text=wrong, group=2)
+        only_fake = d(text, fake=fake, group=2)
+        other_fake = d(text, real=real, fake=_images(4, res, 7), wrong_text=wrong, group=2)
+    assert set(only_fake) == {"fake"} | ({"fake_uncond"} if stage == 2 else set())
+    for key in only_real:
+        torch.testing.assert_close(both[key], only_real[key], rtol=0, atol=0)
+        torch.testing.assert_close(other_fake[key], only_real[key], rtol=0, atol=0)
+    for key in only_fake:
+        torch.testing.assert_close(both[key], only_fake[key], rtol=0, atol=0)
+
+
+def test_head_minibatch_features_are_per_group():
+    torch.manual_seed(0)
+    head = DiscriminatorHead(8, TEXT_DIM, 6, minibatch="mbd", mbd_kernels=5, mbd_dims=3)
+    h = torch.randn(8, 8, 4, 4)
+    feats = head.image_features(h, 4)
+    assert feats.shape == (8, 13, 4, 4)
+    h2 = h.clone()
+    h2[0] += 1
+    assert torch.equal(head.image_features(h2, 4)[4:], feats[4:])
+
+
+# ------------------------------------------------------------------ losses, each alone
+def _sp(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_d_loss_stage1_weighting():
+    logits = {"real": torch.full((4,), 2.0), "wrong": torch.full((4,), -1.0), "fake": torch.full((4,), 0.5)}
+    # BCE(x, 1) = softplus(-x), BCE(x, 0) = softplus(x); D1 = real + (wrong + fake) / 2.
+    expected = _sp(-2.0) + (_sp(-1.0) + _sp(0.5)) / 2
+    assert d_loss(logits).item() == pytest.approx(expected, rel=1e-6)
+    perfect = {"real": torch.full((4,), 30.0), "wrong": torch.full((4,), -30.0), "fake": torch.full((4,), -30.0)}
+    assert d_loss(perfect).item() < 1e-6
+
+
+def test_d_loss_stage2_weighting_with_uncond():
+    logits = {"real": torch.full((4,), 2.0), "wrong": torch.full((4,), -1.0), "fake": torch.full((4,), 0.5),
+              "real_uncond": torch.full((4,), 1.0), "fake_uncond": torch.full((4,), -3.0)}
+    # D2 = (real + uncond_real) / 2 + (fake + wrong + uncond_fake) / 3.
+    expected = (_sp(-2.0) + _sp(-1.0)) / 2 + (_sp(0.5) + _sp(-1.0) + _sp(-3.0)) / 3
+    assert d_loss(logits).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_g_loss():
+    assert g_loss({"fake": torch.full((4,), 0.5)}).item() == pytest.approx(_sp(-0.5), rel=1e-6)
+    both = {"fake": torch.full((4,), 0.5), "fake_uncond": torch.full((4,), -2.0)}
+    assert g_loss(both).item() == pytest.approx(_sp(-0.5) + _sp(2.0), rel=1e-6)
+    # Mixed logits: the mean of per-sample BCE.
+    x = torch.tensor([-1.0, 0.0, 3.0, 1.0])
+    assert g_loss({"fake": x}).item() == pytest.approx(F.softplus(-x).mean().item(), rel=1e-6)
+
+
+def test_mode_seeking_loss():
+    torch.manual_seed(0)
+    z = torch.randn(8, 5)
+    base = torch.rand(8, 3, 8, 8) * 2 - 1
+    far, close = base.clone(), base.clone()
+    for i in range(0, 8, 2):  # pairs: the first two samples of each group of 2
+        far[i + 1] = -base[i]
+        close[i + 1] = base[i] + 0.01
+    l_far, l_close = mode_seeking_loss(far, z, 2), mode_seeking_loss(close, z, 2)
+    assert math.isfinite(l_far.item()) and math.isfinite(l_close.item())
+    assert l_close > l_far > 0
+    # Fully collapsed pairs or identical noise: still finite.
+    same = base.clone()
+    same[1::2] = same[0::2]
+    assert math.isfinite(mode_seeking_loss(same, z, 2).item())
+    assert math.isfinite(mode_seeking_loss(far, torch.zeros(8, 5), 2).item())
+    # Groups of 4 use their first two samples.
+    assert math.isfinite(mode_seeking_loss(far, z, 4).item())

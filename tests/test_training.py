@@ -1,0 +1,313 @@
+"""Training: a two-step run, save/load, resume (step count, bitwise after a crash, wrong
+architecture), NaN handling, and the deterministic grouped batches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, make_tiny_pipeline
+from safetensors.torch import load_file
+
+from stackgan.config import dump_config, load_config
+from stackgan.pipeline import StackGANPipeline
+from stackgan.training import loop
+from stackgan.training.checkpoint import CheckpointError, find_checkpoint
+from stackgan.training.data import CaptionTable, GroupSampler
+from stackgan.training.loop import TrainingDiverged, train
+
+TINY = ROOT / "configs" / "shapes-tiny.yaml"
+# Smaller than the tiny preset: 200 images, batches of 4 captions x 2 samples, a 2 x 2 grid.
+SMALL = [
+    "data.size=200", "data.test_size=100", "text.train_steps=0",
+    "train.batch_size=8", "train.group_size=2", "train.grid_captions=2", "train.grid_samples=2",
+    "train.log_every=1", "train.snapshot_every=100", "train.checkpoint_every=2", "train.keep_checkpoints=3",
+]  # fmt: skip
+
+
+def small_cfg(*overrides: str):
+    return load_config(TINY, [*SMALL, *overrides])
+
+
+def stage1_cfg(*overrides: str):
+    return small_cfg("train.stages=[1]", *overrides)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def latest_meta(run: Path) -> dict:
+    return find_checkpoint(run, "latest")["meta"]
+
+
+def weights(folder: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(folder / name))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ a two-step run, both stages
+def test_two_step_run_writes_a_complete_run_folder(tmp_path):
+    cfg = small_cfg("train.max_steps=2", "text.train_steps=2", "text.train_batch_size=16")
+    run = tmp_path / "run"
+    pipeline_dir = train(cfg, run)
+
+    assert pipeline_dir == run / "pipeline"
+    assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) == yaml.safe_load(dump_config(cfg))
+    log_text = (run / "train.log").read_text(encoding="utf-8")
+    assert "1 process(es)" in log_text and "stage 2 step 2:" in log_text
+    rows = metrics(run)
+    assert [(r["stage"], r["step"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(isinstance(r["loss_d"], float) for r in rows)
+    samples = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert samples == ["stage1-start.png", "stage1-step0000002.png", "stage2-start.png", "stage2-step0000002.png"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["stage1-step00000002", "stage2-step00000002"]
+    assert latest_meta(run)["stage"] == 2 and latest_meta(run)["step"] == 2
+    assert (run / "text_encoder" / "retrieval.json").exists()
+    assert (run / "losses.png").exists() and list((run / "logs").rglob("events.out.tfevents.*"))
+
+    pipe = StackGANPipeline.from_pretrained(pipeline_dir)
+    assert pipe.stage2 is not None and pipe.resolution == cfg.model.res2
+    out = pipe(["a red circle", "a blue star"], num_images_per_prompt=2, seed=0, output_type="pt")
+    assert out.images.shape == (4, 3, cfg.model.res2, cfg.model.res2) and out.images.dtype == torch.uint8
+    assert out.stage1_images.shape == (4, 3, cfg.model.res1, cfg.model.res1)
+    assert (pipeline_dir / "training_config.yaml").exists()
+
+
+# ------------------------------------------------------------------ save / load
+def test_save_load_round_trip_identical_outputs(tmp_path):
+    pipe = make_tiny_pipeline(seed=4)
+    pipe.save_pretrained(tmp_path / "p")
+    again = StackGANPipeline.from_pretrained(tmp_path / "p")
+    prompts = ["a small red circle in the top left", "a star"]
+    a = pipe(prompts, num_images_per_prompt=3, seed=11, output_type="pt")
+    b = again(prompts, num_images_per_prompt=3, seed=11, output_type="pt")
+    assert torch.equal(a.images, b.images) and torch.equal(a.stage1_images, b.stage1_images)
+    assert torch.equal(a.images, pipe(prompts, num_images_per_prompt=3, seed=11, output_type="pt").images)
+    assert not torch.equal(a.images, pipe(prompts, num_images_per_prompt=3, seed=12, output_type="pt").images)
+    for name in ("stage1", "stage2"):
+        assert_same_weights(pipe.__dict__[name].state_dict(), again.__dict__[name].state_dict())
+
+
+# ------------------------------------------------------------------ resume
+@pytest.fixture(scope="module")
+def stage1_runs(tmp_path_factory):
+    """Stage I runs, shared by the resume tests:
+    full: 4 steps in one go;  ext: 2 steps, then extended to 4 with resume="latest"."""
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STACKGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        train(stage1_cfg("train.max_steps=4"), root / "full")
+        train(stage1_cfg("train.max_steps=2"), root / "ext")
+        train(stage1_cfg("train.max_steps=4"), root / "ext", resume="latest")
+    return root
+
+
+def test_resume_continues_the_step_count(stage1_runs):
+    run = stage1_runs / "ext"
+    assert latest_meta(run)["step"] == 4 and latest_meta(run)["stage"] == 1
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4]  # steps 3-4 ran once, after 1-2
+    log_text = (run / "train.log").read_text(encoding="utf-8")
+    assert "resumed stage 1 at step 2" in log_text
+    for step in (1, 2, 3, 4):
+        assert log_text.count(f"stage 1 step {step}:") == 1, step
+    # Another run's messages never leak into this run's log.
+    assert str(stage1_runs / "full") not in log_text
+    assert str(run) not in (stage1_runs / "full" / "train.log").read_text(encoding="utf-8")
+
+
+def test_extended_run_matches_uninterrupted_run_bitwise(stage1_runs):
+    full, ext = stage1_runs / "full" / "checkpoints", stage1_runs / "ext" / "checkpoints"
+    # G trains in train mode (batch statistics) from step 1: its batch norms counted all 4 steps.
+    assert weights(full / "stage1-step00000004")["fc.1.num_batches_tracked"].item() == 4
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors"):  # G, D, EMA
+        assert_same_weights(weights(full / "stage1-step00000004", name), weights(ext / "stage1-step00000004", name))
+
+
+def test_resume_after_crash_gives_the_same_weights(stage1_runs, tmp_path, monkeypatch):
+    run = tmp_path / "crash"
+    calls = {"n": 0}
+    real_d_loss = loop.d_loss
+
+    def crashing_d_loss(logits):
+        calls["n"] += 1
+        if calls["n"] == 4:  # in the 4th step: after the checkpoint at step 2 and the (lost) step 3
+            raise SimulatedCrash("simulated crash")
+        return real_d_loss(logits)
+
+    monkeypatch.setattr(loop, "d_loss", crashing_d_loss)
+    with pytest.raises(SimulatedCrash):
+        train(stage1_cfg("train.max_steps=4"), run)
+    assert latest_meta(run)["step"] == 2
+    monkeypatch.setattr(loop, "d_loss", real_d_loss)
+    train(stage1_cfg("train.max_steps=4"), run, resume="latest")
+    assert latest_meta(run)["step"] == 4
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 3, 4]  # step 3 logged by the crashed run and again
+    full = stage1_runs / "full"
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors", "optimizer.bin"):
+        a = full / "checkpoints" / "stage1-step00000004" / name
+        b = run / "checkpoints" / "stage1-step00000004" / name
+        if name.endswith(".safetensors"):
+            assert_same_weights(weights(a.parent, name), weights(b.parent, name))
+        else:
+            sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+            for (ka, va), (kb, vb) in zip(sa["state"].items(), sb["state"].items()):
+                assert ka == kb and all(torch.equal(va[k], vb[k]) for k in va)
+    assert_same_weights(weights(full / "pipeline" / "stage1"), weights(run / "pipeline" / "stage1"))
+
+
+def test_resume_with_another_architecture_names_the_difference(stage1_runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(stage1_runs / "ext", run)
+    before = (run / "config.yaml").read_text(encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"different architecture.*'gf': \(8, 4\)"):
+        train(stage1_cfg("train.max_steps=6", "model.gf=4"), run, resume="latest")
+    assert (run / "config.yaml").read_text(encoding="utf-8") == before  # the run's config is left alone
+
+
+def test_resume_latest_without_checkpoint(tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="no complete checkpoint.*start without --resume"):
+        train(stage1_cfg("train.max_steps=2"), tmp_path / "empty", resume="latest")
+    from stackgan.cli import train_main
+
+    rc = train_main(["--config", str(TINY), "--output-dir", str(tmp_path / "empty2"), "--resume", "latest", *SMALL])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no complete checkpoint" in err and "Traceback" not in err
+
+
+def test_half_written_checkpoint_is_never_latest(stage1_runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(stage1_runs / "ext" / "checkpoints", run / "checkpoints")
+    tmp = run / "checkpoints" / ".tmp-stage1-step00000006"
+    shutil.copytree(run / "checkpoints" / "stage1-step00000004", tmp)
+    (tmp / "meta.json").write_text(json.dumps({"stage": 1, "step": 6}), encoding="utf-8")
+    broken = run / "checkpoints" / "stage1-step00000008"
+    broken.mkdir()
+    assert latest_meta(run)["step"] == 4
+
+
+# ------------------------------------------------------------------ NaN
+def _nan_at(monkeypatch, bad_call: int):
+    calls = {"n": 0}
+    real_d_loss = loop.d_loss
+
+    def nan_d_loss(logits):
+        calls["n"] += 1
+        loss = real_d_loss(logits)
+        return loss * float("nan") if calls["n"] == bad_call else loss
+
+    monkeypatch.setattr(loop, "d_loss", nan_d_loss)
+
+
+def test_nan_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    real_d_loss = loop.d_loss
+    _nan_at(monkeypatch, bad_call=2)  # the second step
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"stage 1 step 2: D loss is nan.*last checkpoint is intact"):
+        train(stage1_cfg("train.max_steps=3", "train.checkpoint_every=1"), run)
+    ckpt = find_checkpoint(run, "latest")
+    assert ckpt["meta"]["step"] == 1
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors"):
+        assert all(torch.isfinite(v).all() for v in weights(ckpt["path"], name).values())
+    # The intact checkpoint resumes.
+    monkeypatch.setattr(loop, "d_loss", real_d_loss)
+    train(stage1_cfg("train.max_steps=3", "train.checkpoint_every=1"), run, resume="latest")
+    assert latest_meta(run)["step"] == 3
+
+
+def test_nan_policy_skip_continues(tmp_path, monkeypatch):
+    _nan_at(monkeypatch, bad_call=2)
+    run = tmp_path / "skip"
+    train(stage1_cfg("train.max_steps=3", "train.nan_policy=skip"), run)
+    assert latest_meta(run)["step"] == 3
+    assert "D step skipped (train.nan_policy=skip)" in (run / "train.log").read_text(encoding="utf-8")
+    ckpt = find_checkpoint(run, "latest")["path"]
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors"):
+        assert all(torch.isfinite(v).all() for v in weights(ckpt, name).values())
+
+
+# ------------------------------------------------------------------ grouped batches
+@pytest.fixture(scope="module")
+def shapes_200():
+    from stackgan.data.shapes import ShapesDataset
+
+    ds = ShapesDataset(size=200, split="train", seed=0, cache_dir="")
+    return ds, CaptionTable.build(ds)
+
+
+def test_group_sampler_is_a_pure_function_of_seed_stage_step_rank(shapes_200):
+    ds, table = shapes_200
+    emb = torch.zeros(len(table.texts), 4)
+    a = GroupSampler(ds, table, emb, batch_size=12, group_size=3, seed=5)
+    b = GroupSampler(ds, table, emb, batch_size=12, group_size=3, seed=5)
+    for args in [(1, 0, 0), (1, 7, 0), (2, 7, 1)]:
+        assert a.batch(*args) == b.batch(*args)
+    b.batch(1, 99, 0)  # drawing other batches first changes nothing
+    assert a.batch(1, 7, 0) == b.batch(1, 7, 0)
+    batches = {tuple(a.batch(*args)) for args in [(1, 7, 0), (1, 8, 0), (2, 7, 0), (1, 7, 1)]}
+    batches.add(tuple(GroupSampler(ds, table, emb, 12, 3, seed=6).batch(1, 7, 0)))
+    assert len(batches) == 5
+    assert len(a.batch(1, 0, 0)) == 12
+
+
+def test_group_sampler_groups_match_the_caption(shapes_200):
+    ds, table = shapes_200
+    g = 4
+    sampler = GroupSampler(ds, table, torch.zeros(len(table.texts), 4), batch_size=16, group_size=g, seed=0)
+    for step in range(10):
+        keys = sampler.batch(1, step)
+        for k in range(0, len(keys), g):
+            group = keys[k : k + g]
+            assert len({cap for _, cap in group}) == 1  # one caption per group
+            first, cap = group[0]
+            assert cap in table.per_image[first]  # the caption is one of the first image's own
+            named = ds.caption_attributes(first)[table.per_image[first].index(cap)]
+            assert named
+            for i, _ in group:
+                attrs = ds.attributes(i).named()
+                assert all(attrs[a] == v for a, v in named.items()), (table.texts[cap], attrs)
+
+
+def test_group_sampler_nearest_neighbours_without_attributes(shapes_200):
+    ds, table = shapes_200
+
+    class Plain:  # a data set without attributes: groups come from caption-embedding neighbours
+        def __len__(self):
+            return len(ds)
+
+        def captions(self, i):
+            return ds.captions(i)
+
+    emb = torch.randn(len(table.texts), 8, generator=torch.Generator().manual_seed(0))
+    s = GroupSampler(Plain(), table, emb, batch_size=8, group_size=4, seed=0, neighbours=5)
+    assert not s.exact
+    keys = s.batch(1, 0)
+    assert keys == GroupSampler(Plain(), table, emb, 8, 4, seed=0, neighbours=5).batch(1, 0)
+    for k in range(0, 8, 4):
+        first = keys[k][0]
+        near = set(s._matches(first, table.per_image[first].index(keys[k][1])).tolist())
+        assert len(near) == 5 and first in near
+        assert all(i in near for i, _ in keys[k + 1 : k + 4])
+
+
+def test_resume_with_another_text_encoder(stage1_runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(stage1_runs / "ext", run)
+    # Without weights the text encoder is random, drawn from train.seed: another seed, another encoder.
+    with pytest.raises(CheckpointError, match="trained with the text encoder shapes-clip-tiny@.*resume with the original"):
+        train(stage1_cfg("train.max_steps=6", "train.seed=1"), run, resume="latest")
