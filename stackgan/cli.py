@@ -148,6 +148,9 @@ def run_data_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # overrides may come before or after options (argparse subparsers can't intermix)
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="stackgan", description="Text-to-image StackGAN toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -188,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--format", default="auto")
     q.add_argument("--out", default=None, help="folder for inspect.json and samples.png")
     q.set_defaults(func=run_data_inspect)
+
+    from .metrics.eval_cli import add_eval_parser
+
+    add_eval_parser(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

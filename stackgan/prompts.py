@@ -18,17 +18,18 @@ class PromptFileError(ValueError):
 def parse_prompts(text: str, source: str = "<prompts>") -> list[tuple[int, str]]:
     """(line number, prompt) for every line that is not blank and does not start with '#'."""
     out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    # Lines end at \n, \r\n or \r only (as editors count them); str.splitlines would also break
+    # at \f, \x1c-\x1e, \x85, \u2028 and shift every later line number.
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+        line = line.replace("\ufeff", "").strip()  # byte-order marks of concatenated files
         if any(unicodedata.category(ch) == "Cc" for ch in line):
             line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line).strip()
-            if not line:
-                continue
+        if not line or line.startswith("#"):  # after the clean-up: "\x00# note" is a comment too
+            continue
+        line = " ".join(line.split())  # the prompt as used: the limit applies to it
         if len(line) > MAX_PROMPT_CHARS:
             raise PromptFileError(f"{source}, line {n}: prompt of {len(line)} characters; at most {MAX_PROMPT_CHARS} allowed")
-        out.append((n, " ".join(line.split())))
+        out.append((n, line))
         if len(out) > MAX_PROMPTS:
             raise PromptFileError(f"{source}: more than {MAX_PROMPTS} prompts; split the file")
     return out

@@ -79,7 +79,7 @@ def test_discriminator_shapes(variant):
 
 
 def test_quick_run_writes_results(tmp_path):
-    mc.main(["--out", str(tmp_path), "--quick"])
+    mc.main(["--out", str(tmp_path), "--quick", "--variants", ",".join(mc.VARIANTS)])
     record = json.loads((tmp_path / "results.json").read_text())
     assert set(record["runs"]) == set(mc.VARIANTS)
     for variant in mc.VARIANTS:

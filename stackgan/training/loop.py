@@ -111,6 +111,8 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
+    init = StackGANPipeline.from_pretrained(init_from) if init_from else None
+    adopted = _adopt_init_architecture(cfg, init) if init is not None else ""
     # A resume that does not fit fails before the run folder (its config.yaml) is touched.
     checkpoint = find_checkpoint(out, resume) if resume else None
     if checkpoint is not None:
@@ -122,7 +124,8 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
     accelerator.wait_for_everyone()
     log.info("run %s: %d process(es) on %s, mixed precision %s", out, accelerator.num_processes,
              accelerator.device, t.mixed_precision)
-    init = StackGANPipeline.from_pretrained(init_from) if init_from else None
+    if adopted:
+        log.info("model settings taken from %s: %s", init.source, adopted)
     stages = list(t.stages)
     if freeze_stage1:
         if init is None:
@@ -154,6 +157,18 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
     accelerator.end_training()
     _attach_run_log(None)
     return pipeline_dir
+
+
+def _adopt_init_architecture(cfg: Config, init: StackGANPipeline) -> str:
+    """Fine-tuning builds the generators the init pipeline has, whatever the preset says."""
+    g1, g2 = init.stage1, init.stage2
+    arch = {"z_dim": g1.z_dim, "cond_dim": g1.cond_dim, "gf": g1.ch0 // 8, "res1": g1.resolution}
+    if g2 is not None:
+        arch.update(res_blocks=len(g2.res), res2=g2.resolution)
+    changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
+    for k, (_, v) in changed.items():
+        setattr(cfg.model, k, v)
+    return ", ".join(f"{k}={v}" for k, (_, v) in changed.items())
 
 
 def _attach_run_log(path: Path | None) -> None:
@@ -224,8 +239,13 @@ def _dataset_key(cfg: Config, dataset) -> str:
 
 
 def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPipeline | None) -> TextEncoder:
-    if init is not None and not (cfg.text.model.startswith("local-dir:") or cfg.text.pretrained):
-        return init.text_encoder  # fine-tuning keeps the init pipeline's encoder unless told otherwise
+    if init is not None and not cfg.text.pretrained and cfg.text.model in ("", "init", init.text_encoder.name):
+        if cfg.text.train_steps:
+            log.info("keeping the text encoder of %s (text.train_steps ignored)", init.source)
+        return init.text_encoder  # fine-tuning keeps the init pipeline's encoder unless another is named
+    if cfg.text.model == "init":
+        raise ConfigError("text.model=init keeps the text encoder of --init-from PIPELINE_DIR; pass --init-from "
+                          "or name an open_clip model")
     if cfg.text.train_steps > 0:
         folder = out / "text_encoder"
         if accelerator.is_main_process and not (folder / "open_clip_model.safetensors").exists():
