@@ -1,0 +1,304 @@
+"""Speed benchmark: `python -m benchmarks --out DIR [--device cpu|cuda] [--quick]`.
+
+Prints tables and writes DIR/bench.json: the machine, the dense matmul rate (fp32, bf16),
+FLOPs per image of each generator, generation time (plain eager fp32 baseline vs the
+optimised path, measured in the same run), training throughput (fp32 vs bf16 autocast) and
+text-encoder throughput (with and without the embedding cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
+from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
+from stackgan.optimize import bf16_available, fold_batchnorm
+from stackgan.pipeline import StackGANPipeline
+from stackgan.training.losses import d_loss, g_loss, kl_loss
+
+PAPER = {"z_dim": 100, "cond_dim": 128, "gf": 128, "df": 64, "res_blocks": 4, "res1": 64, "res2": 256, "text_dim": 512}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine(device: torch.device) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device), "native_bf16": bf16_available(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 3 if device.type == "cpu" else 20
+    sec = timeit(lambda: a @ b, device, reps)
+    return 2 * n**3 / sec / 1e9  # GFLOP/s
+
+
+def flops_per_image(g1: torch.nn.Module, g2: torch.nn.Module | None, text_dim: int) -> tuple[float, float]:
+    """(stage I, stage I + II) FLOPs per image, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    text, z = torch.randn(2, text_dim), torch.randn(2, g1.z_dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        low = g1.eval()(text, z)[0]
+    f1 = fc.get_total_flops() / 2
+    f2 = f1
+    if g2 is not None:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            g2.eval()(low, text)
+        f2 = f1 + fc.get_total_flops() / 2
+    return f1, f2
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, batches: list[int], floor_rate: float,
+                     repeats: int) -> list[dict]:
+    rows = []
+    use_bf16 = bf16_available(device)
+    f1, f12 = flops_per_image(g1, g2, text_dim)
+    g1, g2 = g1.to(device).eval(), g2.to(device).eval() if g2 is not None else None
+    o1 = fold_batchnorm(g1).to(memory_format=torch.channels_last)
+    o2 = fold_batchnorm(g2).to(memory_format=torch.channels_last) if g2 is not None else None
+    for stage in ([1, 2] if g2 is not None else [1]):
+        flops = f1 if stage == 1 else f12
+        for bs in batches:
+            text = torch.randn(bs, text_dim, device=device)
+            z = torch.randn(bs, g1.z_dim, device=device)
+
+            def plain():
+                with torch.no_grad():
+                    low = g1(text, z)[0]
+                    if stage == 2:
+                        g2(low, text)
+
+            def fast(bf16: bool):
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    low = o1(text, z)[0]
+                    if stage == 2:
+                        o2(low, text)
+
+            t_plain = timeit(plain, device, repeats)
+            t_fast32 = timeit(lambda: fast(False), device, repeats)
+            t_fast16 = timeit(lambda: fast(True), device, repeats) if use_bf16 else float("nan")
+            best = min(t_fast32, t_fast16) if use_bf16 else t_fast32
+            floor = flops * bs / (floor_rate * 1e9)
+            rows.append({"model": name, "stage": stage, "batch": bs, "gflop_per_image": flops / 1e9,
+                         "baseline_ms_per_image": 1e3 * t_plain / bs, "fp32_opt_ms_per_image": 1e3 * t_fast32 / bs,
+                         "bf16_opt_ms_per_image": 1e3 * t_fast16 / bs, "best_ms_per_image": 1e3 * best / bs,
+                         "speedup_vs_baseline": t_plain / best, "floor_ms_per_image": 1e3 * floor / bs,
+                         "ratio_to_floor": best / floor, "rss_mb": rss_mb()})
+            print(f"  {name:8s} stage {stage} batch {bs:2d}: baseline {rows[-1]['baseline_ms_per_image']:8.2f} ms/img, "
+                  f"optimised {rows[-1]['best_ms_per_image']:8.2f} ms/img, x{rows[-1]['speedup_vs_baseline']:.2f}, "
+                  f"{rows[-1]['ratio_to_floor']:.1f} x floor", flush=True)
+    return rows
+
+
+def bench_training(name: str, m: dict, device: torch.device, batch: int, steps: int, stage: int) -> dict:
+    torch.manual_seed(0)
+    text_dim = m["text_dim"]
+    if stage == 1:
+        G = Stage1Generator(text_dim, m["z_dim"], m["cond_dim"], m["gf"], m["res1"]).to(device)
+        D = Stage1Discriminator(text_dim, m["cond_dim"], m["df"], m["res1"], "mbstd").to(device)
+        res = m["res1"]
+        g1 = None
+    else:
+        g1 = Stage1Generator(text_dim, m["z_dim"], m["cond_dim"], m["gf"], m["res1"]).to(device).eval()
+        G = Stage2Generator(text_dim, m["cond_dim"], m["gf"], m["res_blocks"], m["res1"], m["res2"]).to(device)
+        D = Stage2Discriminator(text_dim, m["cond_dim"], m["df"], m["res2"], "mbstd").to(device)
+        res = m["res2"]
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    real = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    text = torch.randn(batch, text_dim, device=device)
+    group = 4 if batch % 4 == 0 else 1
+    out = {}
+    for label, bf16 in (("fp32", False), ("bf16", True)):
+        if bf16 and not bf16_available(device):
+            out[label] = float("nan")
+            continue
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                z = torch.randn(batch, m["z_dim"], device=device)
+                if stage == 1:
+                    fake, mu, logvar = G(text, z)
+                else:
+                    with torch.no_grad():
+                        low = g1(text, z)[0]
+                    fake, mu, logvar = G(low, text)
+                D.requires_grad_(True)
+                ld = d_loss(D(text, real=real, fake=fake.detach(), wrong_text=text.roll(group, 0), group=group))
+            opt_d.zero_grad(set_to_none=True)
+            ld.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                lg = g_loss(D(text, fake=fake, group=group)) + 2.0 * kl_loss(mu, logvar)
+            opt_g.zero_grad(set_to_none=True)
+            lg.backward()
+            opt_g.step()
+
+        sec = timeit(step, device, steps, warmup=1)
+        out[label] = batch / sec
+    row = {"config": name, "stage": stage, "batch": batch, "img_per_s_fp32": out["fp32"], "img_per_s_bf16": out["bf16"]}
+    print(f"  train {name:7s} stage {stage} batch {batch:3d}: fp32 {out['fp32']:8.1f} img/s, bf16 {out['bf16']:8.1f} img/s",
+          flush=True)
+    return row
+
+
+def bench_text(device: torch.device) -> dict:
+    from stackgan.data.shapes import ShapesDataset
+
+    pipe = StackGANPipeline.from_pretrained(device=device)
+    caps = [c for i in range(400) for c in ShapesDataset(400, split="test", cache_dir="").captions(i)][:1024]
+    t0 = time.perf_counter()
+    pipe.encode(caps)
+    cold = len(caps) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    pipe.encode(caps)
+    warm = len(caps) / (time.perf_counter() - t0)
+    print(f"  text encoder: {cold:8.0f} captions/s without cache, {warm:10.0f} with the cache", flush=True)
+    return {"captions": len(caps), "captions_per_s_uncached": cold, "captions_per_s_cached": warm}
+
+
+def bench_bundled_call(device: torch.device) -> dict:
+    pipe = StackGANPipeline.from_pretrained(device=device)
+    plain = timeit(lambda: pipe("a red circle on a white background", num_images_per_prompt=8, seed=0, output_type="pt"),
+                   device, 15, warmup=2)
+    pipe.optimize()
+    fast = timeit(lambda: pipe("a red circle on a white background", num_images_per_prompt=8, seed=0, output_type="pt"),
+                  device, 15, warmup=2)
+    print(f"  bundled pipeline, 8 samples of one prompt (cached caption): plain {plain * 1e3:.1f} ms, "
+          f"optimised ({pipe.precision}) {fast * 1e3:.1f} ms", flush=True)
+    return {"samples": 8, "plain_ms": plain * 1e3, "optimised_ms": fast * 1e3, "precision": pipe.precision, "rss_mb": rss_mb()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is visible")
+        return 2
+    device = torch.device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    result: dict = {"machine": machine(device)}
+    print("machine:", json.dumps(result["machine"]), flush=True)
+
+    n = 512 if args.quick else (2048 if device.type == "cpu" else 8192)
+    rates = {"fp32": matmul_rate(device, torch.float32, n)}
+    rates["bf16"] = matmul_rate(device, torch.bfloat16, n)
+    result["matmul_gflops"] = {**rates, "n": n}
+    floor_rate = max(rates["fp32"], rates["bf16"]) if bf16_available(device) else rates["fp32"]
+    result["floor_rate_gflops"] = floor_rate
+    print(f"matmul {n}x{n}: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s "
+          f"(floor uses {floor_rate:.0f})", flush=True)
+
+    bundled = StackGANPipeline.from_pretrained()
+    paper = PAPER if not args.quick else {**PAPER, "gf": 8, "res2": 128, "res_blocks": 1}
+    torch.manual_seed(0)
+    pg1 = Stage1Generator(paper["text_dim"], paper["z_dim"], paper["cond_dim"], paper["gf"], paper["res1"])
+    pg2 = Stage2Generator(paper["text_dim"], paper["cond_dim"], paper["gf"], paper["res_blocks"], paper["res1"], paper["res2"])
+    batches = [1, 8] if args.quick else [1, 8, 32]
+    reps = 2 if args.quick else 5
+    print("generation (ms per image):", flush=True)
+    rows = bench_generation("bundled", bundled.stage1, bundled.stage2, bundled.text_encoder.dim, device, batches,
+                            floor_rate, reps)
+    rows += bench_generation("paper", pg1, pg2, paper["text_dim"], device, batches, floor_rate, 3 if not args.quick else 1)
+    result["generation"] = rows
+    result["bundled_call"] = bench_bundled_call(device)
+
+    print("training throughput:", flush=True)
+    cfg = bundled.info.get("config", {}).get("model", {})
+    shapes_m = {"z_dim": cfg.get("z_dim", 64), "cond_dim": cfg.get("cond_dim", 64), "gf": cfg.get("gf", 32),
+                "df": cfg.get("df", 32), "res_blocks": cfg.get("res_blocks", 2), "res1": cfg.get("res1", 32),
+                "res2": cfg.get("res2", 64), "text_dim": bundled.text_encoder.dim}
+    steps = 2 if args.quick else 5
+    result["training"] = [
+        bench_training("shapes", shapes_m, device, 64 if not args.quick else 8, steps, 1),
+        bench_training("shapes", shapes_m, device, 64 if not args.quick else 8, steps, 2),
+        bench_training("paper", paper, device, 8 if not args.quick else 4, steps, 1),
+    ]
+    if not args.quick:
+        result["training"].append(bench_training("paper", paper, device, 4, 2, 2))
+    result["text"] = bench_text(device)
+    result["wall_s"] = time.time() - t_start
+    (out / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / "bench.md").write_text(to_markdown(result), encoding="utf-8")
+    print(to_markdown(result))
+    print(f"wrote {out / 'bench.json'} in {result['wall_s']:.0f} s")
+    return 0
+
+
+def to_markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, device {m['device']}"
+             + (f" ({m['gpu']})" if "gpu" in m else "") + f", native bf16: {m['native_bf16']}.",
+             f"Dense matmul: fp32 {r['matmul_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['matmul_gflops']['bf16']:.0f} GFLOP/s.", "",
+             "| model | stage | batch | GFLOP/img | baseline ms/img | optimised ms/img | speed-up | x FLOP floor |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in r["generation"]:
+        lines.append(f"| {g['model']} | {g['stage']} | {g['batch']} | {g['gflop_per_image']:.2f} | {g['baseline_ms_per_image']:.2f} "
+                     f"| {g['best_ms_per_image']:.2f} | {g['speedup_vs_baseline']:.2f} | {g['ratio_to_floor']:.1f} |")
+    b = r["bundled_call"]
+    lines += ["", f"Bundled pipeline, 8 samples: {b['plain_ms']:.1f} ms plain, {b['optimised_ms']:.1f} ms optimised "
+              f"({b['precision']}); process RSS {b['rss_mb']:.0f} MB.", "",
+              "| training | stage | batch | fp32 img/s | bf16 img/s |", "|---|---|---|---|---|"]
+    for t in r["training"]:
+        lines.append(f"| {t['config']} | {t['stage']} | {t['batch']} | {t['img_per_s_fp32']:.1f} | {t['img_per_s_bf16']:.1f} |")
+    t = r["text"]
+    lines += ["", f"Text encoder: {t['captions_per_s_uncached']:.0f} captions/s uncached, "
+              f"{t['captions_per_s_cached']:.0f} with the cache ({t['captions']} captions)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
