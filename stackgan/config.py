@@ -75,7 +75,7 @@ class TrainConfig:
     kl_weight: float = 2.0
     mode_seeking: float = 0.0  # weight of the mode-seeking term (Mao et al. 2019), needs group_size >= 2
     ema_decay: float = 0.999
-    mixed_precision: str = "no"  # no | bf16
+    mixed_precision: str = "no"  # no | bf16 | auto (bf16 where the hardware has native bf16 units)
     seed: int = 0
     log_every: int = 50
     snapshot_every: int = 1000  # sample grid from the EMA generator
@@ -143,7 +143,7 @@ def validate(cfg: Config) -> Config:
         (t.mode_seeking >= 0, "train.mode_seeking must be >= 0"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
-        (t.mixed_precision in ("no", "bf16"), "train.mixed_precision must be 'no' or 'bf16'"),
+        (t.mixed_precision in ("no", "bf16", "auto"), "train.mixed_precision must be 'no', 'bf16' or 'auto'"),
         (t.nan_policy in ("stop", "skip"), "train.nan_policy must be 'stop' or 'skip'"),
         (min(t.log_every, t.snapshot_every, t.checkpoint_every, t.keep_checkpoints) >= 1,
          "train.log_every, snapshot_every, checkpoint_every and keep_checkpoints must be >= 1"),
@@ -159,7 +159,11 @@ def validate(cfg: Config) -> Config:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    if d.name == "folder" and not Path(d.path).exists():
+    try:
+        path_exists = d.name != "folder" or Path(d.path).exists()
+    except (OSError, ValueError):  # a NUL byte or an over-long name
+        path_exists = False
+    if not path_exists:
         raise ConfigError(f"data.path {d.path!r} does not exist: point it at a folder of captioned images")
     return cfg
 
@@ -189,10 +193,18 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if typ is str:
         if value is None:
             return ""
+        if isinstance(value, bool):  # YAML 1.1 reads the words no/yes/off/on as booleans
+            return "yes" if value else "no"
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
@@ -225,7 +237,7 @@ def parse_override(item: str) -> dict[str, Any]:
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except Exception:  # YAMLError, and ValueError / IndexError / RecursionError from PyYAML's constructors
         value = raw
     out: dict[str, Any] = {}
     node = out
@@ -250,8 +262,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.exists():
             raise ConfigError(f"config file {str(path)!r} not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text: {e}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except Exception as e:  # YAMLError, and ValueError / IndexError / RecursionError from PyYAML's constructors
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (data, text, model, train)")

@@ -113,7 +113,7 @@ def test_preset_file_errors(tmp_path):
         (["train.ema_decay=1"], "train.ema_decay must be in [0, 1)"),
         (["train.max_steps=0"], "train.max_steps must be >= 1"),
         (["train.stages=[2, 1]"], "train.stages must be [1], [2] or [1, 2]"),
-        (["train.mixed_precision=fp16"], "train.mixed_precision must be 'no' or 'bf16'"),
+        (["train.mixed_precision=fp16"], "train.mixed_precision must be 'no', 'bf16' or 'auto'"),
         (["train.nan_policy=ignore"], "train.nan_policy must be 'stop' or 'skip'"),
         (["train.mode_seeking=1", "train.group_size=1"], "train.mode_seeking needs train.group_size >= 2"),
         (["train.checkpoint_every=0"], "checkpoint_every"),

@@ -105,9 +105,14 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
 
     out = Path(output_dir)
     t = cfg.train
+    precision = t.mixed_precision
+    if precision == "auto":
+        from ..optimize import bf16_available
+
+        precision = "bf16" if bf16_available(torch.device("cuda" if torch.cuda.is_available() else "cpu")) else "no"
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=t.mixed_precision,
+        mixed_precision=precision,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
@@ -123,7 +128,7 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
         _attach_run_log(out / "train.log")
     accelerator.wait_for_everyone()
     log.info("run %s: %d process(es) on %s, mixed precision %s", out, accelerator.num_processes,
-             accelerator.device, t.mixed_precision)
+             accelerator.device, precision)
     if adopted:
         log.info("model settings taken from %s: %s", init.source, adopted)
     stages = list(t.stages)
