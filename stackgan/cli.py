@@ -12,7 +12,7 @@ from . import env  # noqa: F401
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "root", "PIL", "matplotlib"):
+    for noisy in ("httpx", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -11,6 +11,7 @@ dim) is stored with each generator and checked when the folder is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -47,6 +48,11 @@ class StackGANOutput:
 
 
 GENERATORS = {"Stage1Generator": Stage1Generator, "Stage2Generator": Stage2Generator}
+# Upper bounds of the constructor arguments read from a component's config.json: a damaged or
+# hostile file must not make the constructor build 10^9 residual blocks before the weights are checked.
+ARG_LIMITS = {"res_blocks": 256, "resolution": 8192, "res_in": 8192}
+MAX_ARG = 2**16
+BIG_ARG = 1024  # any argument above this: shapes are checked before the model is allocated
 
 
 def generator_config(g: torch.nn.Module) -> dict[str, Any]:
@@ -83,20 +89,30 @@ def load_component(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         args = dict(cfg["args"])
     except (ValueError, KeyError, TypeError) as e:
         raise PipelineError(f"{cfg_path} is not a valid component config ({e!r}); expected class and args") from None
+    if not all(type(v) is int and 0 <= v <= ARG_LIMITS.get(k, MAX_ARG) for k, v in args.items()):
+        raise PipelineError(f"{cfg_path}: the args must be whole numbers in [0, {MAX_ARG}] "
+                            f"(res_blocks <= {ARG_LIMITS['res_blocks']}, resolutions <= {ARG_LIMITS['resolution']}), got {args}")
+    # A config.json that declares a big model is first built on the meta device (nothing allocated)
+    # and compared with the weights; not always, because the first meta build imports torch._dynamo (~2 s).
+    big = max(args.values(), default=0) > BIG_ARG
     try:
-        module = cls(**args)
-    except (TypeError, ValueError) as e:
+        with torch.device("meta") if big else contextlib.nullcontext():
+            module = cls(**args)
+    except (TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as e:
         raise PipelineError(f"{cfg_path}: cannot build {cfg['class']} from {args}: {e}") from None
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise PipelineError(f"{weights} cannot be read ({e}); the file is truncated or corrupt: re-export or re-download it") from None
+    if big:
+        load_state_strict(module, state, weights, check_only=True)
+        module = cls(**args)
     load_state_strict(module, state, weights)
     return module.eval().requires_grad_(False), cfg
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
-    """load_state_dict(strict=True) with an error that names the file and the keys."""
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any, check_only: bool = False) -> None:
+    """load_state_dict(strict=True) with an error that names the file and the keys (check_only: compare, don't load)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -109,7 +125,8 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
         if wrong:
             parts.append("wrong shapes: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
         raise PipelineError(f"{source} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    if not check_only:
+        module.load_state_dict(state, strict=True)
 
 
 class StackGANPipeline:
@@ -183,8 +200,9 @@ class StackGANPipeline:
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except ValueError as e:
             raise PipelineError(f"{index_path} is not valid JSON: {e}") from None
-        if index.get("format") != FORMAT_VERSION:
-            raise PipelineError(f"{index_path}: unsupported pipeline format {index.get('format')!r} (expected {FORMAT_VERSION})")
+        if not isinstance(index, dict) or index.get("format") != FORMAT_VERSION:
+            found = index.get("format") if isinstance(index, dict) else f"{type(index).__name__} instead of an object"
+            raise PipelineError(f"{index_path}: unsupported pipeline format {found!r} (expected {FORMAT_VERSION})")
         enc_dir = folder / "text_encoder"
         if (enc_dir / "open_clip_config.json").exists():
             encoder = load_text_encoder("local-dir:" + str(enc_dir), device=device)
@@ -199,13 +217,16 @@ class StackGANPipeline:
         if (folder / "stage2").exists():
             stage2, _ = load_component(folder / "stage2")
         want = cfg1.get("text_encoder", {})
+        if want and not isinstance(want, dict):
+            raise PipelineError(f"{folder / 'stage1' / 'config.json'}: text_encoder must be the encoder identity "
+                                f"(model, weights_sha256, dim), got {want!r}")
         got = encoder.identity
         if want and (want.get("weights_sha256") != got.weights_sha256 or want.get("dim") != got.dim):
             raise PipelineError(
                 f"the text encoder in {enc_dir} ({got.short()}) is not the one the generator was trained with "
                 f"({want.get('model')}@{str(want.get('weights_sha256'))[:12]}); restore the original text_encoder folder"
             )
-        info = dict(index.get("info", {}))
+        info = dict(index["info"]) if isinstance(index.get("info"), dict) else {}
         info["source"] = str(folder)
         pipe = cls(encoder, stage1.to(device), stage2.to(device) if stage2 is not None else None, info)
         return pipe

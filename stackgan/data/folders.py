@@ -398,18 +398,31 @@ def _read_metadata_rows(meta: Path, report: SkipReport) -> list[dict[str, Any]]:
                     continue
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError, ValueError):  # RecursionError: absurdly nested
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
-                if not isinstance(row, dict):
+                if not isinstance(row, dict) or "\x00" in str(row.get("file_name", "")):
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
                 row["_where"] = f"{meta}:{lineno}"
                 rows.append(row)
     else:
         with meta.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-            for lineno, row in enumerate(csv.DictReader(f), 2):
+            reader = csv.DictReader(f)
+            lineno = 1
+            while True:
+                lineno += 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error:  # e.g. a cell over the csv module's field size limit
+                    report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
+                    continue
                 row = {(k or "").strip(): v for k, v in row.items()}
+                if "\x00" in str(row.get("file_name", "")):
+                    report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
+                    continue
                 row["_where"] = f"{meta}:{lineno}"
                 rows.append(row)
     return rows
