@@ -44,6 +44,10 @@ GALLERY_HEIGHT = 400
 MODEL_LOCK = "model"  # one concurrency slot for every event that runs a model
 
 
+# Requests allowed to wait: enough for 20 simultaneous users (one runs, 19 wait) at ~0.05 s per request;
+# beyond it a request is refused at once instead of waiting minutes.
+QUEUE_MAX_SIZE = 32
+
 def _fail(error: str) -> None:
     raise gr.Error(error, title="Cannot generate", print_exception=False)
 
@@ -68,7 +72,7 @@ def _guard(fn, *args):
 def build_demo(pipe: StackGANPipeline, compare_pipe: StackGANPipeline | None = None) -> gr.Blocks:
     """The whole page for a loaded pipeline (and an optional second one for the Compare tab).
 
-    The queue is configured (max 16 waiting, one model call at a time); launch with `launch()`.
+    The queue is configured (max QUEUE_MAX_SIZE waiting, one model call at a time); launch with `launch()`.
     """
     stage0 = logic.default_stage(pipe)
     examples = logic.example_prompts(pipe)
@@ -210,7 +214,7 @@ def build_demo(pipe: StackGANPipeline, compare_pipe: StackGANPipeline | None = N
                 i_button.click(on_interpolate, [i_prompt, i_seed_a, i_seed_b, i_frames, i_stage], [i_gallery, i_notes],
                                api_name="interpolate", concurrency_id=MODEL_LOCK, preprocess=False)
 
-    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     return demo
 
 

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class EvalOptions:
     prompts_per_call:   prompts per generator call (batching; part of the seed protocol).
     real_pool_size:     size of the shapes test split searched for images matching each prompt.
     fid_min_factor:     FID-type metrics refuse fewer than factor x feature-dim samples per side.
-    inception_weights:  local FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for fid/kid/inception_score.
+    inception_weights:  local FID Inception weights (weights-inception-2015-12-05-6726825d.pth) for fid/kid/inception_score.
     clip_model / clip_weights: open_clip model name (or local-dir:/path) and local weights, for clip_* metrics.
     lpips_net / lpips_weights: LPIPS backbone ("alex" or "vgg") and its local torchvision ImageNet weights.
     feature_space:      feature_diversity's space: "probe", "clip" or "inception".
@@ -135,8 +135,8 @@ class EvalOptions:
             raise MetricError(f"r_precision_candidates must be >= 2, got {self.r_precision_candidates}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["extra"] = sorted(self.extra)  # modules are not JSON; record which hooks were used
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d["extra"] = sorted(self.extra)  # modules are not JSON (nor worth a deep copy); record which hooks were used
         return d
 
 
@@ -162,6 +162,10 @@ class EvalContext:
 
     @property
     def resolution(self) -> int:
+        """Resolution of the evaluated images (stage I's when options.stage == 1)."""
+        stage1 = getattr(self.generator, "stage1", None)
+        if self.options.stage == 1 and stage1 is not None:
+            return int(stage1.resolution)
         return int(self.generator.resolution)
 
     @property
@@ -306,9 +310,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _protocol_line(report: dict[str, Any]) -> str:
+    proto = next(iter(report["metrics"].values())).get("protocol", {})
+    return (f"{(proto.get('prompt_set') or {}).get('num_prompts')} prompts x K={proto.get('samples_per_prompt')}, "
+            f"seed {proto.get('seed')}, {proto.get('model_resolution')} px")
+
+
 def render_figure(report: dict[str, Any], path: str | Path) -> Path:
     """metrics.png: per-attribute faithfulness / coverage / entropy bars (model vs real), then one small panel per other column."""
     import matplotlib
+    import matplotlib.patches
     import numpy as np
 
     matplotlib.use("Agg")
@@ -330,18 +341,28 @@ def render_figure(report: dict[str, Any], path: str | Path) -> Path:
     for label, c in table_columns(report).items():
         if label not in shown:
             panels.append((label, [""], [c.get("model")], [c.get("real")]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 3.6 * len(panels)), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 3.4 * len(panels)), 3.4), squeeze=False)
+    colours = ("#d95f02", "#7570b3")
     for ax, (title, labels, model, real) in zip(axes[0], panels):
-        x = np.arange(len(labels))
-        ax.bar(x - 0.2, [np.nan if v is None else v for v in model], 0.4, label=report["model_id"], color="#d95f02")
-        ax.bar(x + 0.2, [np.nan if v is None else v for v in real], 0.4, label=REAL_ROW, color="#7570b3")
-        ax.set_xticks(x, labels, rotation=30 if len(labels) > 1 else 0, fontsize=8)
-        ax.set_title(title, fontsize=9)
-        if len(labels) > 1:
+        mv = [np.nan if v is None else float(v) for v in model]
+        rv = [np.nan if v is None else float(v) for v in real]
+        if len(labels) > 1:  # per attribute: grouped bars on a 0-1 scale
+            x = np.arange(len(labels))
+            ax.bar(x - 0.2, mv, 0.4, color=colours[0])
+            ax.bar(x + 0.2, rv, 0.4, color=colours[1])
+            ax.set_xticks(x, labels, rotation=30, fontsize=8)
             ax.set_ylim(0, 1.05)
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{report['model_id']} vs real images", fontsize=10)
-    fig.tight_layout()
+        else:  # one number per row
+            bars = ax.bar([0, 1], [mv[0], rv[0]], 0.6, color=colours)
+            ax.set_xticks([0, 1], ["model", "real"], fontsize=8)
+            for b, v in zip(bars, (mv[0], rv[0])):
+                if np.isfinite(v):
+                    ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    handles = [matplotlib.patches.Patch(color=c) for c in colours]
+    fig.legend(handles, [report["model_id"], REAL_ROW], loc="upper right", fontsize=8, ncol=2, frameon=False)
+    fig.suptitle(f"{report['model_id']} vs real images ({_protocol_line(report)})", fontsize=9, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

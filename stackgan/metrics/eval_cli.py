@@ -1,7 +1,7 @@
 """`stackgan eval`: run registered metrics on a model and write metrics.json / metrics.md / metrics.png.
 
     stackgan eval --model default --metrics faithfulness,diversity,probe_fid --out eval/default
-    stackgan eval --model runs/x/pipeline --metrics fid,kid --inception-weights ~/weights/pt_inception-2015-12-05-6726825d.pth --out eval/x
+    stackgan eval --model runs/x/pipeline --metrics fid,kid --inception-weights ~/weights/weights-inception-2015-12-05-6726825d.pth --out eval/x
     stackgan eval --list                                                        # the metric names
 """
 

@@ -77,22 +77,27 @@ class ShapesProbe(nn.Module):
         return {k: head(f) for k, head in self.heads.items()}
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
-        """uint8 `[N, 3, H, W]` (any H = W) -> predicted value index per attribute, LongTensor `[N]` each."""
+    def run(self, images: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """uint8 `[N, 3, H, W]` (any H = W) -> (penultimate features `[N, F]`, predicted value index per attribute `[N]`)."""
         self.eval()
-        outs: dict[str, list[torch.Tensor]] = {k: [] for k in self.head_sizes}
+        feats: list[torch.Tensor] = []
+        preds: dict[str, list[torch.Tensor]] = {k: [] for k in self.head_sizes}
         for i in range(0, images.shape[0], batch_size):
-            logits = self(prepare(images[i : i + batch_size]))
-            for k, v in logits.items():
-                outs[k].append(v.argmax(1))
-        return {k: torch.cat(v) if v else torch.empty(0, dtype=torch.long) for k, v in outs.items()}
+            f = self.features(prepare(images[i : i + batch_size]))
+            feats.append(f)
+            for k, head in self.heads.items():
+                preds[k].append(head(f).argmax(1))
+        if not feats:
+            return torch.empty(0, self.feature_dim), {k: torch.empty(0, dtype=torch.long) for k in self.head_sizes}
+        return torch.cat(feats), {k: torch.cat(v) for k, v in preds.items()}
 
-    @torch.inference_mode()
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
+        """uint8 `[N, 3, H, W]` -> predicted value index per attribute, LongTensor `[N]` each."""
+        return self.run(images, batch_size)[1]
+
     def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """uint8 `[N, 3, H, W]` -> penultimate features `[N, F]`."""
-        self.eval()
-        feats = [self.features(prepare(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
-        return torch.cat(feats) if feats else torch.empty(0, self.feature_dim)
+        return self.run(images, batch_size)[0]
 
 
 class ProbeFeatures(nn.Module):

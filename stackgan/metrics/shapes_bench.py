@@ -181,16 +181,22 @@ def real_images(ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor, dict[str,
     return ctx.cached("real images", make)
 
 
-def readings(ctx: EvalContext, which: str) -> dict[str, np.ndarray]:
-    """Probe readings (value index per attribute, `[P * K]`) of "model", "real_ref" or "real_alt" images."""
+def probe_outputs(ctx: EvalContext, which: str) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """One probe pass over "model", "real_ref" or "real_alt" images: (features `[P * K, F]`, readings per attribute)."""
 
     def make():
         probe, _ = probe_of(ctx)
         images = {"model": lambda: generated(ctx), "real_ref": lambda: real_images(ctx)[0],
                   "real_alt": lambda: real_images(ctx)[1]}[which]()
-        return {k: v.numpy() for k, v in probe.predict(images).items()}
+        feats, pred = probe.run(images)
+        return feats, {k: v.numpy() for k, v in pred.items()}
 
-    return ctx.cached(f"probe readings of {which}", make)
+    return ctx.cached(f"probe pass over {which}", make)
+
+
+def readings(ctx: EvalContext, which: str) -> dict[str, np.ndarray]:
+    """Probe readings (value index per attribute, `[P * K]`) of "model", "real_ref" or "real_alt" images."""
+    return probe_outputs(ctx, which)[1]
 
 
 def protocol(ctx: EvalContext, **extra: Any) -> dict[str, Any]:
@@ -277,16 +283,25 @@ def diversity_scores(pred: dict[str, np.ndarray], ref: dict[str, np.ndarray], pr
             "recall": mean(everything, 3), "pairs": len(everything), "per_attribute": per}
 
 
-def frechet_distance(feature: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 256) -> float:
-    """torchmetrics FID with a custom feature module; images uint8 `[N, 3, H, W]` (fed as floats in [0, 1])."""
+def frechet_distances(feature: torch.nn.Module, real: torch.Tensor, fakes: list[torch.Tensor],
+                      batch_size: int = 256) -> list[float]:
+    """torchmetrics FID of each of `fakes` against `real` with a custom feature module (real features computed once).
+
+    Images are uint8 `[N, 3, H, W]`, fed to the metric as floats in [0, 1] (normalize=True).
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    fid = FrechetInceptionDistance(feature=feature, normalize=True)
+    fid = FrechetInceptionDistance(feature=feature, normalize=True, reset_real_features=False)
+    out = []
     with torch.no_grad():
-        for images, is_real in ((real, True), (fake, False)):
-            for i in range(0, images.shape[0], batch_size):
-                fid.update(images[i : i + batch_size].float() / 255.0, real=is_real)
-    return float(fid.compute())
+        for i in range(0, real.shape[0], batch_size):
+            fid.update(real[i : i + batch_size].float() / 255.0, real=True)
+        for fake in fakes:
+            fid.reset()  # keeps the real statistics
+            for i in range(0, fake.shape[0], batch_size):
+                fid.update(fake[i : i + batch_size].float() / 255.0, real=False)
+            out.append(float(fid.compute()))
+    return out
 
 
 def min_fid_samples(feature_dim: int, factor: float) -> int:
@@ -340,9 +355,7 @@ def probe_fid(ctx: EvalContext) -> dict[str, Any]:
     _check_fid(ctx)
     probe, _ = probe_of(ctx)
     ref, alt, _ = real_images(ctx)
-    feature = ProbeFeatures(probe)
-    model = frechet_distance(feature, ref, generated(ctx))
-    real = frechet_distance(feature, ref, alt)
+    model, real = frechet_distances(ProbeFeatures(probe), ref, [generated(ctx), alt])
     return {"label": PROBE_FID_LABEL, "model": {"value": model}, "real": {"value": real},
             "table": {"probe-FID": {"model": model, "real": real}},
             "protocol": protocol(ctx, feature_extractor=_probe_extractor(ctx, f"penultimate layer, {probe.feature_dim}-d"),

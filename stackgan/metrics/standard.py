@@ -2,7 +2,7 @@
 
 - `fid`, `kid`, `inception_score`: the FID Inception (torch-fidelity's port of the TF 2015-12-05
   graph, the network torchmetrics builds for `FrechetInceptionDistance(feature=2048)`), loaded
-  from a local file given as `inception_weights` (pt_inception-2015-12-05-6726825d.pth). Each image
+  from a local file given as `inception_weights` (weights-inception-2015-12-05-6726825d.pth). Each image
   set goes through Inception once: the 2048-d pool features feed torchmetrics'
   FrechetInceptionDistance / KernelInceptionDistance and the unbiased logits
   (features @ fc.weight.T, as torch-fidelity computes them) feed InceptionScore, each through an
@@ -33,12 +33,12 @@ from torch import nn
 
 from . import EvalContext, MetricError, register
 from .probe import file_sha256
-from .shapes_bench import generated, probe_of, prompt_set, protocol, real_images
+from .shapes_bench import generated, probe_of, probe_outputs, prompt_set, protocol, real_images
 
 log = logging.getLogger(__name__)
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_HELP = (f"the FID Inception weights {INCEPTION_FILE} (torch-fidelity's release asset; its address is "
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_HELP = (f"the FID Inception weights {INCEPTION_FILE}, the file torch-fidelity downloads (its address is "
                   "torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3). Download it on a machine with "
                   "network access, copy it anywhere here and pass --inception-weights /path/to/" + INCEPTION_FILE)
 LPIPS_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -71,7 +71,7 @@ def _check_inception(ctx: EvalContext) -> None:
         return
     path = ctx.options.inception_weights
     if not path:
-        raise MetricError("this metric needs " + INCEPTION_HELP)
+        raise MetricError("fid, kid and inception_score need " + INCEPTION_HELP)
     if not Path(path).is_file():
         raise MetricError(f"--inception-weights {path} does not exist; it should be " + INCEPTION_HELP)
     try:
@@ -82,20 +82,25 @@ def _check_inception(ctx: EvalContext) -> None:
 
 def _check_inception_fid(ctx: EvalContext) -> None:
     _check_inception(ctx)
-    need = int(np.ceil(ctx.options.fid_min_factor * 2048))
+    dim = int(getattr(ctx.options.extra.get("inception_module"), "num_features", 2048))
+    need = int(np.ceil(ctx.options.fid_min_factor * dim))
     if _n_samples(ctx) < need:
-        raise MetricError(f"Inception FID/KID needs at least {need} samples ({ctx.options.fid_min_factor:g} x 2048 features); "
+        raise MetricError(f"Inception FID/KID needs at least {need} samples ({ctx.options.fid_min_factor:g} x {dim} features); "
                           f"this evaluation has {_n_samples(ctx)}: use more prompts or a larger --samples-per-prompt")
 
 
 def inception_network(ctx: EvalContext) -> tuple[nn.Module, dict[str, Any]]:
-    """(module: uint8 `[B, 3, H, W]` -> `[B, 2048]` with a `.fc` Linear(2048, 1008), description for the protocol)."""
+    """(module: uint8 `[B, 3, H, W]` -> `[B, 2048]` with a `.fc` Linear(2048, 1008), description for the protocol).
+
+    `options.extra["inception_module"]` replaces it with any module of that form (`[B, F]`, `.fc`
+    Linear(F, classes), optional `num_features`): tests use a tiny one.
+    """
 
     def make():
         _check_inception(ctx)
         hook = ctx.options.extra.get("inception_module")
         if hook is not None:
-            return hook.eval(), {"name": f"custom module {type(hook).__name__}", "weights_sha256": None,
+            return hook.eval().requires_grad_(False), {"name": f"custom module {type(hook).__name__}", "weights_sha256": None,
                                  "resize_mode": "the module's own"}
         from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -123,12 +128,9 @@ def inception_features(ctx: EvalContext, which: str) -> tuple[torch.Tensor, torc
     def make():
         net, _ = inception_network(ctx)
         images = _image_sets(ctx)[which]
-        feats = []
         with torch.no_grad():
-            for i in range(0, images.shape[0], 64):
-                feats.append(net(images[i : i + 64]).double())
-        f = torch.cat(feats)
-        return f, f @ net.fc.weight.double().T
+            f = torch.cat([net(images[i : i + 64]).double() for i in range(0, images.shape[0], 64)])
+            return f, f @ net.fc.weight.double().T  # torch-fidelity's "logits_unbiased"
 
     return ctx.cached(f"inception features of {which}", make)
 
@@ -416,8 +418,7 @@ def _features(ctx: EvalContext, which: str) -> tuple[torch.Tensor, dict[str, Any
     if space == "inception":
         return inception_features(ctx, which)[0].float(), inception_network(ctx)[1]
     probe, cfg = probe_of(ctx)
-    images = _image_sets(ctx)[which]
-    feats = ctx.cached(f"probe features of {which}", lambda: probe.embed(images))
+    feats = probe_outputs(ctx, which)[0]
     return feats, {"name": f"{cfg.get('version')} penultimate layer, {probe.feature_dim}-d",
                    "weights_sha256": cfg.get("weights_sha256")}
 
