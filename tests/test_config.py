@@ -203,3 +203,12 @@ def test_init_pipeline_text_dim_differs_from_the_encoder(tiny_pipeline_dir, tmp_
                              "train.stages=[1]", "train.max_steps=1"])
     with pytest.raises(ConfigError, match="generator expects 64-d text embeddings but the text encoder gives 128-d"):
         train(cfg, tmp_path / "run", init_from=str(tiny_pipeline_dir))
+
+
+@pytest.mark.parametrize("preset", ["cub", "flowers", "coco", "finetune", "shapes"])
+def test_every_preset_resolves(preset, tmp_path):
+    """Each shipped preset loads and validates (user-data presets with a data path given)."""
+    overrides = [] if preset == "shapes" else [f"data.path={tmp_path}"]
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
+    if preset in ("cub", "flowers", "coco"):
+        assert (cfg.model.res1, cfg.model.res2) == (64, 256) and cfg.data.format == preset
