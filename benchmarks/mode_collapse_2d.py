@@ -16,7 +16,9 @@ batch and iterations; only the discriminator's anti-collapse device differs:
 Metrics on 2,500 generated samples: a sample is high quality (HQ) when within 3 sigma (Euclidean) of its nearest mean;
 a mode is captured when it is the nearest mean of >= 1 HQ sample; reverse KL = KL(p_G || uniform) = log K - H(p_G) over
 the mode histogram of the HQ samples. Writes DIR/results.json (per-seed figures, mean +- standard error, full
-protocol), DIR/<variant>.png (training snapshots of seed 0, ring and grid) and DIR/table.md (published rows beside ours).
+protocol), DIR/<variant>.png (training snapshots of seed 0, ring and grid), DIR/table.md (published rows beside ours)
+and DIR/log.txt. Each run is seeded (seed s: torch.manual_seed(s), data generator s, evaluation noise 10000 + s) and
+runs single-threaded in one of --workers processes, so results reproduce.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import math
 import multiprocessing
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +54,13 @@ COST = {"gan": 1.0, "pacgan2": 1.0, "mbstd": 1.5, "mbd": 2.0, "unrolled": 8.0}  
 EVAL_SAMPLES = 2500  # generated samples scored per run (VEEGAN / PacGAN)
 HQ_SIGMAS = 3.0  # high quality = within HQ_SIGMAS * sigma of the nearest mean
 
-# Published rows, (modes, HQ %, reverse KL) per data set; None = not reported.
+# Published rows as printed (PacGAN Table 1, VEEGAN Table 1): ring cell, grid cell = modes / HQ % / reverse KL.
 PUBLISHED = (
-    ("PacGAN table: GAN", (6.3, 98.2, 0.45), (17.3, 94.8, 0.70)),
-    ("PacGAN table: PacGAN4", (7.8, 95.9, 0.07), (24.8, 93.6, 0.04)),
-    ("VEEGAN table: GAN", (1, 99.3, None), (3.3, 0.5, None)),
-    ("VEEGAN table: Unrolled GAN", (7.6, 35.6, None), (23.6, 16, None)),
-    ("VEEGAN table: VEEGAN", (8, 52.9, None), (24.6, 40, None)),
+    ("PacGAN table: GAN", "6.3 / 98.2 / 0.45", "17.3 / 94.8 / 0.70"),
+    ("PacGAN table: PacGAN4", "7.8 / 95.9 / 0.07", "24.8 / 93.6 / 0.04"),
+    ("VEEGAN table: GAN", "1 / 99.3 / -", "3.3 / 0.5 / -"),
+    ("VEEGAN table: Unrolled GAN", "7.6 / 35.6 / -", "23.6 / 16 / -"),
+    ("VEEGAN table: VEEGAN", "8 / 52.9 / -", "24.6 / 40 / -"),
 )
 
 
@@ -165,7 +167,7 @@ class Protocol:
     normalize: bool = True  # G and D work in units of max |mean| (grid / 4); G's output is rescaled for scoring
     mbd_kernels: int = 16  # MinibatchDiscrimination B
     mbd_dims: int = 5  # MinibatchDiscrimination C
-    mbd_reduce: str = "sum"  # MinibatchDiscrimination reduce
+    mbd_reduce: str = "mean"  # MinibatchDiscrimination reduce ("sum": see docs/mode_collapse_2d/run_mbd_sum)
     mbd_group: int = 16  # samples compared by one minibatch feature (MBD)
     mbstd_group: int = 4  # samples per std group (MinibatchStdDev; ProGAN uses 4)
     pack: int = 2  # pacgan2 pack size
@@ -204,11 +206,12 @@ class Discriminator(nn.Module):
                         "mbstd" (minibatch stddev appended as one feature).
         pack:           samples per D input (PacGAN): N consecutive samples form N // pack packs, concatenated along
                         features; callers pass all-real or all-fake batches.
-        group:          samples compared by one minibatch feature (head "mbd" / "mbstd").
+        group:          samples compared by one minibatch feature (head "mbd" / "mbstd"); None = the whole batch.
+        mbd_kernels, mbd_dims, mbd_reduce: B, C and reduce of MinibatchDiscrimination (head "mbd").
     """
 
     def __init__(self, hidden: int, layers: int, head: str = "none", pack: int = 1, group: int | None = None,
-                 mbd_kernels: int = 32, mbd_dims: int = 5, mbd_reduce: str = "mean"):  # fmt: skip
+                 mbd_kernels: int = 16, mbd_dims: int = 5, mbd_reduce: str = "mean"):  # fmt: skip
         super().__init__()
         if head not in ("none", "mbd", "mbstd"):
             raise ValueError(f"head must be none, mbd or mbstd, got {head!r}")
@@ -294,7 +297,7 @@ def lr_factor(it: int, proto: Protocol) -> float:
     return 1.0 if it < start else 1.0 - (it - start) / max(1, proto.iters - start)
 
 
-def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int = 2) -> dict[str, Any]:
+def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int = 1) -> dict[str, Any]:
     """Train one (variant, data set, seed) from scratch; returns its metrics, eval samples and snapshots."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -348,15 +351,19 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
         samples = (scale * g(eval_z)).numpy()
     metrics = mode_metrics(samples, mix.means_array, mix.sigma, proto.hq_sigmas)
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
-    log.info("%-8s %s seed %d: %2d modes, HQ %5.1f%%, rev KL %s (%.1f s)", variant, data, seed, metrics["modes"],
-             metrics["hq"], "-" if metrics["rev_kl"] is None else f"{metrics['rev_kl']:.3f}", wall)  # fmt: skip
     return {"variant": variant, "data": data, "seed": seed, **metrics, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "samples": samples.round(4).tolist(), "snapshots": snapshots}  # fmt: skip
 
 
 def _run_job(args: tuple[str, str, int, Protocol, int]) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     return train_run(*args)
+
+
+def _log_run(r: dict[str, Any]) -> None:
+    kl = "-" if r["rev_kl"] is None else f"{r['rev_kl']:.3f}"
+    log.info("%-8s %s seed %d: %2d modes, HQ %5.1f%%, rev KL %s (%.1f s wall, %.1f s CPU)", r["variant"], r["data"],
+             r["seed"], r["modes"], r["hq"], kl, r["wall_s"], r["cpu_s"])  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -388,28 +395,22 @@ def plot_variant(variant: str, runs: dict[str, dict[str, Any]], path: Path, real
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{data}, iter {snap['iter']}", fontsize=8)
-        for ax in row[len(run["snapshots"]):]:
+        for ax in row[len(run["snapshots"]) :]:
             ax.axis("off")
-        row[-1].set_xlabel(f"{run['modes']}/{len(mix.means)} modes, HQ {run['hq']:.1f}%", fontsize=8)
+        last = row[len(run["snapshots"]) - 1]
+        last.set_title(f"{last.get_title()}\n{run['modes']}/{len(mix.means)} modes, HQ {run['hq']:.1f}%", fontsize=8)
     fig.suptitle(f"{variant} (seed {runs[datas[0]]['seed']}): real grey, generated blue, centres red", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _fmt(x: float | None, nd: int) -> str:
-    return "-" if x is None else f"{x:.{nd}f}".rstrip("0").rstrip(".") if nd else f"{x:.0f}"
-
-
-def _cell_published(vals: tuple[float | None, ...]) -> str:
-    return " / ".join(_fmt(v, 2) for v in vals)
-
-
-def _cell_ours(summary: dict[str, Any]) -> str:
+def _cell_ours(summary: dict[str, Any], seeds: int) -> str:
     parts = []
     for key, nd in (("modes", 1), ("hq", 1), ("rev_kl", 2)):
         s = summary[key]
-        parts.append("-" if s["mean"] is None else f"{s['mean']:.{nd}f} ± {s['se']:.{nd}f}")
+        cell = "-" if s["mean"] is None else f"{s['mean']:.{nd}f} ± {s['se']:.{nd}f}"
+        parts.append(cell + (f" (n={s['n']})" if 0 < s["n"] < seeds else ""))  # rev KL is undefined without HQ samples
     return " / ".join(parts)
 
 
@@ -417,9 +418,9 @@ def markdown_table(summary: dict[str, dict[str, Any]], seeds: int) -> str:
     """Published rows, then one row per variant of ours (mean ± s.e. over seeds)."""
     lines = ["| source | ring modes / HQ % / rev. KL | grid modes / HQ % / rev. KL |", "|---|---|---|"]
     for name, ring, grid in PUBLISHED:
-        lines.append(f"| {name} | {_cell_published(ring)} | {_cell_published(grid)} |")
+        lines.append(f"| {name} | {ring} | {grid} |")
     for variant, per_data in summary.items():
-        cells = [_cell_ours(per_data[d]) if d in per_data else "-" for d in ("ring", "grid")]
+        cells = [_cell_ours(per_data[d], seeds) if d in per_data else "-" for d in ("ring", "grid")]
         lines.append(f"| ours ({seeds} seeds): {variant} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -429,7 +430,7 @@ def markdown_table(summary: dict[str, dict[str, Any]], seeds: int) -> str:
 
 
 def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, workers: int = 2,
-                  threads: int = 2) -> dict[str, Any]:  # fmt: skip
+                  threads: int = 1) -> dict[str, Any]:  # fmt: skip
     """Train every (variant, data set, seed), write results.json, table.md and one figure per variant into out."""
     for v in variants:
         if v not in VARIANTS:
@@ -437,14 +438,21 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
     if seeds < 1:
         raise ValueError("--seeds must be >= 1")
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(v, d, s, proto, max(1, threads // workers)) for v in variants for d in MIXTURES for s in range(seeds)]
+    jobs = [(v, d, s, proto, threads) for v in variants for d in MIXTURES for s in range(seeds)]
     jobs.sort(key=lambda j: -COST[j[0]])  # slowest first, so that the workers finish together
     t0 = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_run_job, jobs))
+            futures = [pool.submit(_run_job, j) for j in jobs]
+            results = []
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                _log_run(results[-1])
     else:
-        results = [train_run(*j) for j in jobs]
+        results = []
+        for j in jobs:
+            results.append(train_run(*j))
+            _log_run(results[-1])
     wall = time.perf_counter() - t0
 
     per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {v: {d: [] for d in MIXTURES} for v in variants}
@@ -468,23 +476,24 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
             "rev_kl_rule": "log K - H(p), p = mode histogram of high-quality samples (None when no HQ sample)",
             "loss": "non-saturating GAN (softplus), one D step then one G step per iteration",
             "scaling": "networks see x / max|mean| (ring 1, grid 4); G's output is multiplied back before scoring"
-                       if proto.normalize else "raw coordinates",  # fmt: skip
+            if proto.normalize
+            else "raw coordinates",  # fmt: skip
             "minibatch_layers": f"mbd: MinibatchDiscrimination(A={proto.hidden}, B={proto.mbd_kernels}, "
-                                f"C={proto.mbd_dims}, reduce={proto.mbd_reduce!r}), group {proto.mbd_group}; "
-                                f"mbstd: MinibatchStdDev, group {proto.mbstd_group}; real and fake in separate D calls",
+            f"C={proto.mbd_dims}, reduce={proto.mbd_reduce!r}), group {proto.mbd_group}; "
+            f"mbstd: MinibatchStdDev, group {proto.mbstd_group}; real and fake in separate D calls",
             "pacgan": f"pacgan2: each D call sees {proto.batch} samples as {proto.batch // proto.pack} packs of "
-                      f"{proto.pack}, all real or all fake",  # fmt: skip
+            f"{proto.pack}, all real or all fake",  # fmt: skip
             "unrolled": f"{proto.unroll_steps} differentiable Adam steps of D (lr, betas and moments of D's optimiser)",
             "eval": f"{proto.eval_samples} samples of G(z), z ~ N(0, I) drawn with seed 10000 + seed",
             "optimiser": f"Adam betas {proto.betas}, lr G {proto.lr_g}, lr D {proto.lr_d}, linear decay to 0 from "
-                         f"{proto.lr_decay_from:.0%} of iters",  # fmt: skip
+            f"{proto.lr_decay_from:.0%} of iters",  # fmt: skip
             "generator": f"MLP z {proto.z_dim} -> {proto.layers} x (Linear {proto.hidden}, ReLU) -> Linear 2",
             "discriminator": f"MLP 2*pack -> {proto.layers} x (Linear {proto.hidden}, LeakyReLU 0.2) -> [minibatch layer]"
-                             " -> Linear 1",  # fmt: skip
+            " -> Linear 1",  # fmt: skip
             "seeds": list(range(seeds)),
             "variants": variants,
             "workers": workers,
-            "threads_per_worker": max(1, threads // workers),
+            "threads_per_worker": threads,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
@@ -493,8 +502,10 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
         },
         "summary": summary,
         "runs": {
-            v: {d: [{k: r[k] for k in ("seed", "modes", "hq", "rev_kl", "counts", "wall_s", "cpu_s")} for r in runs]
-                for d, runs in per_data.items()}
+            v: {
+                d: [{k: r[k] for k in ("seed", "modes", "hq", "rev_kl", "counts", "wall_s", "cpu_s")} for r in runs]
+                for d, runs in per_data.items()
+            }
             for v, per_data in per_seed.items()
         },  # fmt: skip
         "table": table,
@@ -511,9 +522,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 30 iterations, 1 process")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
-    p.add_argument("--threads", type=int, default=2, help="torch threads in total, shared by the workers")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per worker (2 workers x 1 thread fill 2 cores; "
+        "more threads do not speed these tiny MLPs up and stall when the cores are shared)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    file_log = logging.FileHandler(args.out / "log.txt", mode="w")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.setLevel(logging.INFO)
+    log.addHandler(file_log)
 
     proto = Protocol()
     seeds, workers = args.seeds, args.workers
@@ -525,7 +547,11 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     record = run_benchmark(args.out, variants, seeds, proto, workers, args.threads)
     print(record["table"], end="")
-    log.info("wall time %.1f s; results in %s", record["protocol"]["wall_s"], args.out)
+    cpu = sum(r["cpu_s"] for per_data in record["runs"].values() for runs in per_data.values() for r in runs)
+    log.info("wall time %.1f s (training CPU time %.0f s over %d workers); results in %s",
+             record["protocol"]["wall_s"], cpu, workers, args.out)  # fmt: skip
+    log.removeHandler(file_log)
+    file_log.close()
 
 
 if __name__ == "__main__":

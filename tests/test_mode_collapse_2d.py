@@ -90,5 +90,6 @@ def test_quick_run_writes_results(tmp_path):
             assert set(record["summary"][variant][data]) == {"modes", "hq", "rev_kl"}
     proto = record["protocol"]
     assert proto["eval_samples"] > 0 and proto["seeds"] == [0] and proto["torch"] == torch.__version__
+    assert "wall time" in (tmp_path / "log.txt").read_text()
     table = (tmp_path / "table.md").read_text()
     assert "PacGAN table: PacGAN4" in table and "ours (1 seeds): mbd" in table
