@@ -167,9 +167,7 @@ def render(attrs: Attributes, resolution: int, supersample: int = 4) -> np.ndarr
 def make_caption(rng: random.Random, attrs: dict[str, str], mention: dict[str, bool] | None = None) -> str:
     """One caption naming the attributes selected by `mention` (random when None)."""
     if mention is None:
-        mention = {k: rng.random() < p for k, p in MENTION_P.items()}
-        if not any(mention.values()):
-            mention["shape"] = True
+        mention = mention_of(rng)
 
     def syn(value: str) -> str:
         return rng.choice(SYNONYMS[value])
@@ -199,6 +197,7 @@ def make_caption(rng: random.Random, attrs: dict[str, str], mention: dict[str, b
 
 
 def mention_of(rng: random.Random) -> dict[str, bool]:
+    """Which attributes one caption names: each with its MENTION_P probability, at least one."""
     mention = {k: rng.random() < p for k, p in MENTION_P.items()}
     if not any(mention.values()):
         mention["shape"] = True
