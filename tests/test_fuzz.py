@@ -418,6 +418,7 @@ def test_random_metadata_skips_with_a_report(fmt, lines, header):
 # owner should catch them and report the row as "bad metadata row"). strict: a fix makes these
 # XPASS and fail, so the marker gets removed.
 KNOWN_METADATA_CRASHES = {
+    "lone-surrogate-file-name": ("metadata.jsonl", '{"file_name": "ok.png", "text": "a"}\n{"file_name": "\\ud800", "text": "b"}\n'),
     "nul-in-file-name": ("metadata.jsonl", '{"file_name": "ok.png", "text": "a"}\n{"file_name": "x\\u0000.png", "text": "b"}\n'),
     "csv-field-over-128k": ("metadata.csv", 'file_name,text\nok.png,a\nx.png,"' + "y" * 200_000 + '"\n'),
     "deeply-nested-json-line": ("metadata.jsonl", '{"file_name": "ok.png", "text": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"),

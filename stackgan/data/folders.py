@@ -389,6 +389,18 @@ def _parse_text(value: Any) -> list[Any] | None:
     return [value]
 
 
+def _usable_name(name: Any) -> bool:
+    """False for a file name no file system can hold (a NUL byte, an unencodable lone surrogate)."""
+    name = str(name)
+    if "\x00" in name:
+        return False
+    try:
+        os.fsencode(name)
+    except UnicodeError:
+        return False
+    return True
+
+
 def _read_metadata_rows(meta: Path, report: SkipReport) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if meta.suffix == ".jsonl":
@@ -401,7 +413,7 @@ def _read_metadata_rows(meta: Path, report: SkipReport) -> list[dict[str, Any]]:
                 except (json.JSONDecodeError, RecursionError, ValueError):  # RecursionError: absurdly nested
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
-                if not isinstance(row, dict) or "\x00" in str(row.get("file_name", "")):
+                if not isinstance(row, dict) or not _usable_name(row.get("file_name", "")):
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
                 row["_where"] = f"{meta}:{lineno}"
@@ -420,7 +432,7 @@ def _read_metadata_rows(meta: Path, report: SkipReport) -> list[dict[str, Any]]:
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
                 row = {(k or "").strip(): v for k, v in row.items()}
-                if "\x00" in str(row.get("file_name", "")):
+                if not _usable_name(row.get("file_name", "")):
                     report.add(REASON_BAD_METADATA, f"{meta}:{lineno}")
                     continue
                 row["_where"] = f"{meta}:{lineno}"
