@@ -28,6 +28,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", help="'latest' or a checkpoint folder")
     p.add_argument("--init-from", help="pipeline folder to fine-tune ('default' = the bundled model)")
     p.add_argument("--freeze-stage1", action="store_true", help="with --init-from: keep its stage I, train stage II")
+    p.add_argument("--reinit-text-projection", action="store_true",
+                   help="with --init-from and a text encoder of another embedding size: re-initialise the "
+                        "generators' text projections, keep the rest")
     p.add_argument("--data", help="shortcut for data.name=folder data.path=PATH")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=50")
@@ -61,7 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .training.loop import TrainingDiverged, train
 
     try:
-        path = train(cfg, args.output_dir, resume=args.resume, init_from=args.init_from, freeze_stage1=args.freeze_stage1)
+        path = train(cfg, args.output_dir, resume=args.resume, init_from=args.init_from, freeze_stage1=args.freeze_stage1,
+                     reinit_text_projection=args.reinit_text_projection)
     except (ConfigError, CheckpointError, PipelineError, TextEncoderError, TrainingDiverged) as e:
         return _fail(str(e))
     print(f"pipeline written to {path}")

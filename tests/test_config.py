@@ -201,7 +201,8 @@ def test_init_pipeline_text_dim_differs_from_the_encoder(tiny_pipeline_dir, tmp_
 
     cfg = load_config(TINY, ["data.size=20", "data.test_size=10", "text.model=shapes-clip-small", "text.train_steps=0",
                              "train.stages=[1]", "train.max_steps=1"])
-    with pytest.raises(ConfigError, match="generator expects 64-d text embeddings but the text encoder gives 128-d"):
+    with pytest.raises(ConfigError, match=r"trained on 64-d text embeddings but the text encoder .* gives 128-d\. "
+                                          r"Pass --reinit-text-projection"):
         train(cfg, tmp_path / "run", init_from=str(tiny_pipeline_dir))
 
 
