@@ -58,6 +58,8 @@ class ModelConfig:
     mbd_dims: int = 5  # C in Salimans et al. 2016
     mbd_scope: str = "group"  # group: compare samples of one caption; batch: the whole batch
     mbstd_group: int = 4  # group size of minibatch stddev when mbd_scope=batch
+    d_norm: str = "batch"  # batch (StackGAN) | spectral (no batch norm; spectral norm on every D layer)
+    d_cond: str = "concat"  # concat (StackGAN: text tiled and concatenated) | projection (Miyato & Koyama 2018)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainConfig:
     beta2: float = 0.999
     lr_decay_every: int = 0  # halve both learning rates every N steps (0 = never)
     kl_weight: float = 2.0
+    loss: str = "bce"  # bce (StackGAN: non-saturating cross-entropy) | hinge
     mode_seeking: float = 0.0  # weight of the mode-seeking term (Mao et al. 2019), needs group_size >= 2
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # no | bf16 | auto (bf16 where the hardware has native bf16 units)
@@ -120,6 +123,9 @@ def validate(cfg: Config) -> Config:
         (m.mbd_kernels >= 1 and m.mbd_dims >= 1, "model.mbd_kernels and model.mbd_dims must be >= 1"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
+        (m.d_norm in ("batch", "spectral"), f"model.d_norm must be 'batch' or 'spectral', got {m.d_norm!r}"),
+        (m.d_cond in ("concat", "projection"), f"model.d_cond must be 'concat' or 'projection', got {m.d_cond!r}"),
+        (t.loss in ("bce", "hinge"), f"train.loss must be 'bce' or 'hinge', got {t.loss!r}"),
         (
             m.mbd_scope != "batch" or "mbstd" not in (m.d1_minibatch, m.d2_minibatch)
             or t.batch_size < 1 or t.batch_size % min(max(m.mbstd_group, 1), t.batch_size) == 0,

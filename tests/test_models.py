@@ -310,3 +310,47 @@ def test_mode_seeking_loss():
     assert math.isfinite(mode_seeking_loss(far, torch.zeros(8, 5), 2).item())
     # Groups of 4 use their first two samples.
     assert math.isfinite(mode_seeking_loss(far, z, 4).item())
+
+
+# ------------------------------------------------------------------ discriminator variants
+def test_hinge_losses():
+    logits = {"real": torch.tensor([2.0, 0.5]), "wrong": torch.tensor([-2.0, 0.0]), "fake": torch.tensor([0.5, -0.5])}
+    # D = relu(1 - real) + (relu(1 + wrong) + relu(1 + fake)) / 2, each averaged over the batch.
+    expected = (0 + 0.5) / 2 + ((0 + 1) / 2 + (1.5 + 0.5) / 2) / 2
+    assert d_loss(logits, "hinge").item() == pytest.approx(expected, rel=1e-6)
+    both = {"fake": torch.tensor([0.5, -0.5]), "fake_uncond": torch.tensor([2.0, 4.0])}
+    assert g_loss(both, "hinge").item() == pytest.approx(0.0 - 3.0, rel=1e-6)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        d_loss(logits, "wasserstein")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_spectral_norm_discriminator_has_no_batch_norm_and_unit_spectral_norms(stage):
+    cls, res = (Stage1Discriminator, 16) if stage == 1 else (Stage2Discriminator, 32)
+    d = cls(TEXT_DIM, cond_dim=6, df=4, resolution=res, minibatch="mbstd", norm="spectral", cond="projection")
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    d.train()
+    for _ in range(30):  # power iterations converge during training-mode forwards
+        d(_text(4), real=_images(4, res), fake=_images(4, res, 2), wrong_text=_text(4, 3), group=2)
+    d.eval()
+    convs = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert convs and all(hasattr(m, "parametrizations") for m in convs)
+    for m in convs:
+        w = m.weight.detach().flatten(1)
+        assert torch.linalg.matrix_norm(w, ord=2).item() == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        cls(TEXT_DIM, df=4, resolution=res, norm="layer")
+
+
+def test_projection_head_logit_is_affine_in_the_text_embedding():
+    """Projection D: logit(x, t) = w . phi(x) + <embed(proj(t)), phi(x)>; with a linear text path the
+    difference of logits for two captions is the inner product with phi(x) of their embedding difference."""
+    head = DiscriminatorHead(8, TEXT_DIM, 6, minibatch="none", norm="batch", cond="projection").eval()
+    feats = torch.randn(3, 8, 4, 4)
+    t1, t2 = _text(3, 1), _text(3, 2)
+    phi = head.joint(feats).sum(dim=(2, 3))
+    diff = head.cond_logit(feats, t1) - head.cond_logit(feats, t2)
+    expected = ((head.text_embed(head.text_proj(t1)) - head.text_embed(head.text_proj(t2))) * phi).sum(1)
+    assert torch.allclose(diff, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="cond must be"):
+        DiscriminatorHead(8, TEXT_DIM, 6, cond="attention")

@@ -142,11 +142,11 @@ def test_resume_after_crash_gives_the_same_weights(stage1_runs, tmp_path, monkey
     calls = {"n": 0}
     real_d_loss = loop.d_loss
 
-    def crashing_d_loss(logits):
+    def crashing_d_loss(logits, kind="bce"):
         calls["n"] += 1
         if calls["n"] == 4:  # in the 4th step: after the checkpoint at step 2 and the (lost) step 3
             raise SimulatedCrash("simulated crash")
-        return real_d_loss(logits)
+        return real_d_loss(logits, kind)
 
     monkeypatch.setattr(loop, "d_loss", crashing_d_loss)
     with pytest.raises(SimulatedCrash):
@@ -205,9 +205,9 @@ def _nan_at(monkeypatch, bad_call: int):
     calls = {"n": 0}
     real_d_loss = loop.d_loss
 
-    def nan_d_loss(logits):
+    def nan_d_loss(logits, kind="bce"):
         calls["n"] += 1
-        loss = real_d_loss(logits)
+        loss = real_d_loss(logits, kind)
         return loss * float("nan") if calls["n"] == bad_call else loss
 
     monkeypatch.setattr(loop, "d_loss", nan_d_loss)

@@ -24,6 +24,23 @@ def down_block(in_ch: int, out_ch: int, bn: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+D_NORMS = ("batch", "spectral")
+
+
+def spectral_normalize(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv and linear layer of `module`.
+
+    Call after `init_weights`: the parametrisation rescales the initial weights by their
+    largest singular value, so the initial scale no longer matters.
+    """
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            spectral_norm(m)
+    return module
+
+
 class ResBlock(nn.Module):
     """(conv3x3, BN, ReLU, conv3x3, BN) + identity -> ReLU."""
 

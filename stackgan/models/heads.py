@@ -23,6 +23,12 @@ class DiscriminatorHead(nn.Module):
         mbd_kernels:  B, kernels of minibatch discrimination.
         mbd_dims:     C, dims per kernel of minibatch discrimination.
         unconditional: also return an unconditional logit (StackGAN's stage II D).
+        norm:         "batch" (StackGAN: batch norm in the joint block) or "spectral" (no batch
+                      norm here; the owning discriminator spectrally normalises every layer).
+        cond:         "concat" (StackGAN: the compressed text tiled over 4x4, concatenated to
+                      the image features, conv, 4x4 conv to a logit) or "projection" (Miyato &
+                      Koyama 2018: logit = w . phi(x) + <embed(text), phi(x)>, phi(x) the
+                      sum-pooled image features).
     """
 
     def __init__(
@@ -34,9 +40,13 @@ class DiscriminatorHead(nn.Module):
         mbd_kernels: int = 100,
         mbd_dims: int = 5,
         unconditional: bool = False,
+        norm: str = "batch",
+        cond: str = "concat",
     ):
         super().__init__()
-        self.minibatch = minibatch
+        if cond not in ("concat", "projection"):
+            raise ValueError(f"cond must be 'concat' or 'projection', got {cond!r}")
+        self.minibatch, self.cond = minibatch, cond
         extra = 0
         if minibatch == "mbd":
             self.mb: nn.Module | None = MinibatchDiscrimination(channels, mbd_kernels, mbd_dims)
@@ -52,8 +62,14 @@ class DiscriminatorHead(nn.Module):
         # this keeps D a self-contained module.
         self.text_proj = nn.Sequential(nn.Linear(text_dim, cond_dim), nn.LeakyReLU(0.2, True))
         c = channels + extra
-        self.joint = nn.Sequential(conv3x3(c + cond_dim, channels), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, True))
-        self.cond_out = nn.Conv2d(channels, 1, 4, 4)
+        bn = [nn.BatchNorm2d(channels)] if norm == "batch" else []
+        if cond == "concat":
+            self.joint = nn.Sequential(conv3x3(c + cond_dim, channels), *bn, nn.LeakyReLU(0.2, True))
+            self.cond_out = nn.Conv2d(channels, 1, 4, 4)
+        else:
+            self.joint = nn.Sequential(conv3x3(c, channels), *bn, nn.LeakyReLU(0.2, True))
+            self.cond_out = nn.Linear(channels, 1)
+            self.text_embed = nn.Linear(cond_dim, channels, bias=False)
         self.uncond_out = nn.Conv2d(c, 1, 4, 4) if unconditional else None
 
     def image_features(self, h: torch.Tensor, group: int) -> torch.Tensor:
@@ -66,6 +82,9 @@ class DiscriminatorHead(nn.Module):
         return h
 
     def cond_logit(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self.cond == "projection":
+            phi = self.joint(feats).sum(dim=(2, 3))  # [N, C]
+            return (self.cond_out(phi) + (self.text_embed(self.text_proj(text)) * phi).sum(1, keepdim=True)).view(-1)
         c = self.text_proj(text)[:, :, None, None].expand(-1, -1, feats.shape[2], feats.shape[3])
         return self.cond_out(self.joint(torch.cat([feats, c], dim=1))).view(-1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import conv3x3, down_block, init_weights, log2_int, up_block
+from .blocks import D_NORMS, conv3x3, down_block, init_weights, log2_int, spectral_normalize, up_block
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
@@ -56,7 +56,9 @@ class Stage1Discriminator(MatchingDiscriminator):
         cond_dim:   text compression size in the head.
         df:         base width (paper: 64).
         resolution: input side in pixels (paper: 64).
-        minibatch, mbd_kernels, mbd_dims: see `DiscriminatorHead`.
+        minibatch, mbd_kernels, mbd_dims, cond: see `DiscriminatorHead`.
+        norm:       "batch" (StackGAN) or "spectral": no batch norm, every conv and linear
+                    layer spectrally normalised (Miyato et al. 2018).
     """
 
     def __init__(
@@ -68,15 +70,23 @@ class Stage1Discriminator(MatchingDiscriminator):
         minibatch: str = "mbd",
         mbd_kernels: int = 100,
         mbd_dims: int = 5,
+        norm: str = "batch",
+        cond: str = "concat",
     ):
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS}, got {norm!r}")
         self.resolution = resolution
+        bn = norm == "batch"
         n_down = log2_int(resolution, "stage I resolution") - 2
         layers, ch = [], 3
         for k in range(n_down):
             out = df * min(2**k, 8)
-            layers.append(down_block(ch, out, bn=k > 0))
+            layers.append(down_block(ch, out, bn=bn and k > 0))
             ch = out
         self.encoder = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False)
+        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False,
+                                       norm=norm, cond=cond)
         init_weights(self)
+        if norm == "spectral":
+            spectral_normalize(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ResBlock, conv3x3, down_block, init_weights, log2_int, up_block
+from .blocks import D_NORMS, ResBlock, conv3x3, down_block, init_weights, log2_int, spectral_normalize, up_block
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
@@ -78,19 +78,27 @@ class Stage2Discriminator(MatchingDiscriminator):
         minibatch: str = "mbd",
         mbd_kernels: int = 100,
         mbd_dims: int = 5,
+        norm: str = "batch",
+        cond: str = "concat",
     ):
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS}, got {norm!r}")
         self.resolution = resolution
+        bn = norm == "batch"
         n_down = log2_int(resolution, "stage II resolution") - 2
         layers, ch = [], 3
         for k in range(n_down):
             out = df * min(2**k, 32)
-            layers.append(down_block(ch, out, bn=k > 0))
+            layers.append(down_block(ch, out, bn=bn and k > 0))
             ch = out
         while ch > df * 8:
             out = max(ch // 2, df * 8)
-            layers += [conv3x3(ch, out), nn.BatchNorm2d(out), nn.LeakyReLU(0.2, True)]
+            layers += [conv3x3(ch, out), *([nn.BatchNorm2d(out)] if bn else []), nn.LeakyReLU(0.2, True)]
             ch = out
         self.encoder = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True)
+        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True,
+                                       norm=norm, cond=cond)
         init_weights(self)
+        if norm == "spectral":
+            spectral_normalize(self)

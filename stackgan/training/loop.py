@@ -62,10 +62,12 @@ def build_models(cfg: Config, stage: int, text_dim: int) -> tuple[torch.nn.Modul
     m = cfg.model
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1)
-        d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims)
+        d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
+                                m.d_norm, m.d_cond)
     else:
         g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2)
-        d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims)
+        d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
+                                m.d_norm, m.d_cond)
     return g, d
 
 
@@ -92,13 +94,16 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 # ------------------------------------------------------------------ the run
 def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_from: str | None = None,
-          freeze_stage1: bool = False) -> Path:
+          freeze_stage1: bool = False, reinit_text_projection: bool = False) -> Path:
     """Train the stages in `cfg.train.stages` into `output_dir`; returns the exported pipeline folder.
 
     Args:
         resume:        "latest" or a checkpoint folder: continue from there (same config required).
         init_from:     a pipeline folder to fine-tune (its text encoder and generators are the start).
         freeze_stage1: with init_from, keep its stage I as it is and train stage II only.
+        reinit_text_projection: with init_from and a text encoder whose embedding size differs
+                       from the init pipeline's, start the generators' text projections (the
+                       conditioning-augmentation layers) from fresh weights and keep the rest.
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -139,7 +144,7 @@ def train(cfg: Config, output_dir: str | Path, resume: str | None = None, init_f
     if stages == [2] and init is None and not (out / "stages" / "stage1" / "model.safetensors").exists():
         raise ConfigError("train.stages=[2] needs a trained stage I: pass --init-from PIPELINE_DIR")
 
-    ctx = _prepare_context(cfg, out, accelerator, init, freeze_stage1)
+    ctx = _prepare_context(cfg, out, accelerator, init, freeze_stage1, reinit_text_projection)
     if checkpoint is not None:
         _check_same_encoder(checkpoint, ctx.encoder)
     start_stage = checkpoint["meta"]["stage"] if checkpoint else stages[0]
@@ -207,7 +212,8 @@ def _check_same_encoder(checkpoint: dict, encoder: TextEncoder) -> None:
                               f"{encoder.identity.short()}; resume with the original text.* settings")
 
 
-def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline | None, freeze_stage1: bool) -> RunContext:
+def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline | None, freeze_stage1: bool,
+                     reinit_text_projection: bool = False) -> RunContext:
     device = accelerator.device
     with accelerator.main_process_first():
         dataset = build_dataset(cfg.data, "train")
@@ -216,8 +222,16 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
     with accelerator.main_process_first():
         emb = caption_embeddings(cfg, encoder, dataset, table)
     if init is not None and init.stage1.text_dim != encoder.dim:
-        raise ConfigError(f"the init pipeline's generator expects {init.stage1.text_dim}-d text embeddings "
-                          f"but the text encoder gives {encoder.dim}-d")
+        what = (f"the init pipeline {init.source} was trained on {init.stage1.text_dim}-d text embeddings but the "
+                f"text encoder {encoder.identity.short()} gives {encoder.dim}-d")
+        if not reinit_text_projection:
+            raise ConfigError(f"{what}. Pass --reinit-text-projection to start the generators' text projections "
+                              "from fresh weights (everything else is kept), or keep the init pipeline's encoder "
+                              "with text.model=init")
+        if freeze_stage1 or 1 not in cfg.train.stages:
+            raise ConfigError(f"{what}, so its stage I cannot be kept as it is: its text projection must be trained "
+                              "again. Drop --freeze-stage1 and train both stages (train.stages=[1,2])")
+        log.info("%s: the generators' text projections start from fresh weights", what)
     # Fixed captions for the sample grid: held-out captions when the data set has a test split.
     try:
         grid_source = build_dataset(cfg.data, "test") if cfg.data.name == "shapes" else dataset
@@ -307,7 +321,10 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     if ctx.init is not None and checkpoint is None:
         start = ctx.init.stage1 if stage == 1 else ctx.init.stage2
         if start is not None:
-            load_state_strict(G, start.state_dict(), f"stage {stage} of {ctx.init.source}")
+            state = start.state_dict()
+            if start.text_dim != ctx.encoder.dim:  # allowed only with reinit_text_projection (checked above)
+                state = {**state, **{k: v for k, v in G.state_dict().items() if k.startswith("ca.")}}
+            load_state_strict(G, state, f"stage {stage} of {ctx.init.source}")
     ema = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
@@ -365,7 +382,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         if toggle_d:
             D.requires_grad_(True)
         out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group)
-        loss_d = d_loss(out_d)
+        loss_d = d_loss(out_d, t.loss)
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
         gn_d = _grad_norm(D)
@@ -377,7 +394,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             D.requires_grad_(False)
         out_g = D(text, fake=fake, group=group)
         kl = kl_loss(mu, logvar)
-        loss_g = g_loss(out_g) + t.kl_weight * kl
+        loss_g = g_loss(out_g, t.loss) + t.kl_weight * kl
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         opt_g.zero_grad(set_to_none=True)

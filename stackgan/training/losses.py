@@ -16,24 +16,40 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def d_loss(logits: dict[str, torch.Tensor]) -> torch.Tensor:
+def _hinge(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Hinge loss of the discriminator: relu(1 - x) for real (target 1), relu(1 + x) for fake."""
+    sign = 1.0 if target == 1.0 else -1.0
+    return F.relu(1.0 - sign * logits.float()).mean()
+
+
+LOSSES = ("bce", "hinge")
+
+
+def d_loss(logits: dict[str, torch.Tensor], kind: str = "bce") -> torch.Tensor:
     """Matching-aware discriminator loss (Reed et al. 2016; StackGAN's weighting).
 
     Stage I:  real + (wrong + fake) / 2.
     Stage II (with unconditional logits): (real + real_uncond) / 2 + (fake + wrong + fake_uncond) / 3.
+    kind: "bce" (cross-entropy on logits, StackGAN) or "hinge" (each term a hinge, as in SNGAN).
     """
-    real, wrong, fake = _bce(logits["real"], 1.0), _bce(logits["wrong"], 0.0), _bce(logits["fake"], 0.0)
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+    term = _bce if kind == "bce" else _hinge
+    real, wrong, fake = term(logits["real"], 1.0), term(logits["wrong"], 0.0), term(logits["fake"], 0.0)
     if "real_uncond" in logits:
-        return (real + _bce(logits["real_uncond"], 1.0)) / 2 + (fake + wrong + _bce(logits["fake_uncond"], 0.0)) / 3
+        return (real + term(logits["real_uncond"], 1.0)) / 2 + (fake + wrong + term(logits["fake_uncond"], 0.0)) / 3
     return real + (wrong + fake) / 2
 
 
-def g_loss(logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Non-saturating generator loss on the fake logits (plus the unconditional one when present)."""
-    loss = _bce(logits["fake"], 1.0)
-    if "fake_uncond" in logits:
-        loss = loss + _bce(logits["fake_uncond"], 1.0)
-    return loss
+def g_loss(logits: dict[str, torch.Tensor], kind: str = "bce") -> torch.Tensor:
+    """Generator loss on the fake logits (plus the unconditional one when present): non-saturating
+    cross-entropy ("bce") or the hinge generator loss, -mean(logit) ("hinge")."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+    names = ["fake"] + (["fake_uncond"] if "fake_uncond" in logits else [])
+    if kind == "hinge":
+        return sum(-logits[n].float().mean() for n in names)
+    return sum(_bce(logits[n], 1.0) for n in names)
 
 
 def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, group: int) -> torch.Tensor:
