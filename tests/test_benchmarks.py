@@ -1,0 +1,21 @@
+"""The speed benchmark's quick mode runs every section and writes a complete bench.json."""
+
+import json
+
+from benchmarks.__main__ import main, to_markdown
+
+
+def test_quick_benchmark_writes_every_section(tmp_path):
+    assert main(["--out", str(tmp_path), "--quick"]) == 0
+    r = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    assert {"machine", "matmul_gflops", "generation", "bundled_call", "training", "training_loop", "text"} <= set(r)
+    assert r["matmul_gflops"]["fp32"] > 0 and r["floor_rate_gflops"] > 0
+    for g in r["generation"]:
+        assert g["baseline_ms_per_image"] > 0 and g["best_ms_per_image"] > 0 and g["gflop_per_image"] > 0
+        assert g["ratio_to_floor"] > 0
+    assert r["training_loop"]["img_per_s_fp32"] > 0
+    for t in r["training"]:
+        assert t["img_per_s_fp32"] > 0
+        assert t["img_per_s_bf16"] is None or t["img_per_s_bf16"] > 0
+    md = (tmp_path / "bench.md").read_text(encoding="utf-8")
+    assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md
