@@ -178,6 +178,21 @@ def test_resume_with_another_architecture_names_the_difference(stage1_runs, tmp_
     assert (run / "config.yaml").read_text(encoding="utf-8") == before  # the run's config is left alone
 
 
+def test_resume_a_checkpoint_written_before_a_model_setting_existed(stage1_runs, tmp_path):
+    """A model setting missing from an older checkpoint's config counts as its default, not a difference."""
+    import json
+
+    run = tmp_path / "old"
+    shutil.copytree(stage1_runs / "ext", run)
+    for meta_path in (run / "checkpoints").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        for key in ("d_norm", "d_cond"):
+            meta["config"]["model"].pop(key)
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    train(stage1_cfg("train.max_steps=6"), run, resume="latest")
+    assert "stage 1 step 6" in (run / "train.log").read_text(encoding="utf-8")
+
+
 def test_resume_latest_without_checkpoint(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="no complete checkpoint.*start without --resume"):
         train(stage1_cfg("train.max_steps=2"), tmp_path / "empty", resume="latest")

@@ -11,6 +11,7 @@ pipeline/ (loads with `StackGANPipeline.from_pretrained`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import env  # noqa: F401
-from ..config import Config, ConfigError, dump_config
+from ..config import Config, ConfigError, ModelConfig, dump_config
 from ..data import build_dataset
 from ..data.base import to_float, to_uint8
 from ..models.stage1 import Stage1Discriminator, Stage1Generator
@@ -197,9 +198,10 @@ def _attach_run_log(path: Path | None) -> None:
 
 
 def _check_resumable(checkpoint: dict, cfg: Config) -> None:
-    saved = checkpoint["meta"]["config"]
-    if saved["model"] != cfg.to_dict()["model"]:
-        diff = {k: (saved["model"].get(k), v) for k, v in cfg.to_dict()["model"].items() if saved["model"].get(k) != v}
+    # A setting added after the checkpoint was written takes its default (the behaviour it had then).
+    saved_model = {**dataclasses.asdict(ModelConfig()), **checkpoint["meta"]["config"]["model"]}
+    if saved_model != cfg.to_dict()["model"]:
+        diff = {k: (saved_model.get(k), v) for k, v in cfg.to_dict()["model"].items() if saved_model.get(k) != v}
         raise CheckpointError(f"checkpoint {checkpoint['path']} was made with a different architecture "
                               f"(model settings saved vs now: {diff}); resume with the original config or start a new run")
 
