@@ -65,3 +65,19 @@ def test_finetune_from_a_pipeline_keeps_its_encoder_and_architecture(tiny_pipeli
     assert tuned.resolution == init.resolution and tuned.stage1.z_dim == init.stage1.z_dim
     a, b = init.stage1.state_dict(), tuned.stage1.state_dict()
     assert any((a[k].float() - b[k].float()).abs().max() > 0 for k in a)  # the weights did move
+
+
+def test_caption_cache_key_of_a_folder_is_the_same_in_every_process(tmp_path):
+    """The embedding cache of a user folder is found again by the next run (another process)."""
+    import os
+    import subprocess
+    import sys
+
+    data = _txt_pairs(tmp_path / "data")
+    code = ("from stackgan.config import load_config; from stackgan.data import build_dataset; "
+            "from stackgan.training.loop import _dataset_key; "
+            f"cfg = load_config({str(TINY)!r}, ['data.name=folder', 'data.path={data}']); "
+            "print(_dataset_key(cfg, build_dataset(cfg.data, 'train')))")
+    keys = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True,
+                           text=True, check=True).stdout.strip().splitlines()[-1] for seed in ("1", "2")}
+    assert len(keys) == 1 and keys.pop().startswith("data-")

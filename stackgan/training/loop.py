@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -256,7 +257,9 @@ def caption_embeddings(cfg: Config, encoder: TextEncoder, dataset, table: Captio
 def _dataset_key(cfg: Config, dataset) -> str:
     if cfg.data.name == "shapes":
         return f"shapes-s{cfg.data.seed}-n{cfg.data.size}"
-    return f"{Path(cfg.data.path).resolve().name}-{abs(hash(str(Path(cfg.data.path).resolve()))) % 10**8}-n{len(dataset)}"
+    # hashlib, not hash(): str hashes change between processes, and the cache must outlive the run.
+    folder = str(Path(cfg.data.path).resolve())
+    return f"{Path(folder).name}-{hashlib.sha256(folder.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}-n{len(dataset)}"
 
 
 def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPipeline | None) -> TextEncoder:
