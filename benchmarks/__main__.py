@@ -23,6 +23,7 @@ from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
 from stackgan.optimize import bf16_available, fold_batchnorm
 from stackgan.pipeline import StackGANPipeline
 from stackgan.training.losses import d_loss, g_loss, kl_loss
+from benchmarks import write_json
 
 PAPER = {"z_dim": 100, "cond_dim": 128, "gf": 128, "df": 64, "res_blocks": 4, "res1": 64, "res2": 256, "text_dim": 512}
 
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     result["training_loop"] = bench_training_loop(device, args.quick)
     result["text"] = bench_text(device, 128 if args.quick else 1024)
     result["wall_s"] = time.time() - t_start
-    (out / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_json(out / "bench.json", result)
     (out / "bench.md").write_text(to_markdown(result), encoding="utf-8")
     print(to_markdown(result))
     print(f"wrote {out / 'bench.json'} in {result['wall_s']:.0f} s")

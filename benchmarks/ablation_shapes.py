@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (description, config overrides). Both discriminators get the same layer.
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_variant(name, out, args))
         r = rows[-1]
         print("   " + ", ".join(f"{c} {_cell(r[c], c)}" for c in _columns([r])), flush=True)
-    (out / "ablation.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2), encoding="utf-8")
+    write_json(out / "ablation.json", {"meta": meta, "rows": rows})
     md = to_markdown(rows, meta)
     (out / "ablation.md").write_text(md, encoding="utf-8")
     figure(rows, out, out / "ablation.png")

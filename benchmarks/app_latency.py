@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import stackgan  # noqa: F401  (offline settings before gradio is imported)
+from benchmarks import write_json
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -214,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             session.close()
     print_table(result)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "app_latency.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        print(f"\nwrote {out / 'app_latency.json'}")
+        print(f"\nwrote {write_json(Path(args.out) / 'app_latency.json', result)}")
     return 0
 
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import stackgan  # noqa: F401  (offline settings before gradio is imported)
+from benchmarks import write_json
 
 READY = "LOAD_TEST_SERVER_READY "
 QUEUE_FULL = "Queue is full"
@@ -294,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print_table(result)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "load_test.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        print(f"\nwrote {out / 'load_test.json'}")
+        print(f"\nwrote {write_json(Path(args.out) / 'load_test.json', result)}")
     return 0 if result["all_succeeded"] else 1
 
 
