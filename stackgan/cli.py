@@ -78,7 +78,7 @@ def run_train_text(args: argparse.Namespace) -> int:
 
     from .config import ConfigError, load_config
     from .data import build_dataset
-    from .text.train import caption_retrieval, train_text_encoder
+    from .text.train import attribute_readout, caption_retrieval, train_text_encoder
 
     _setup_logging()
     try:
@@ -92,9 +92,11 @@ def run_train_text(args: argparse.Namespace) -> int:
     ds = build_dataset(cfg.data, "train")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     enc = train_text_encoder(ds, cfg.text.model, cfg.text.train_steps or 1000, cfg.text.train_batch_size,
-                             cfg.text.train_lr, cfg.train.seed, args.output_dir, device=device)
+                             cfg.text.train_lr, cfg.train.seed, args.output_dir, device=device,
+                             group_by=cfg.text.train_group_by)
     if cfg.data.name == "shapes":
-        res = caption_retrieval(enc, build_dataset(cfg.data, "test"))
+        test = build_dataset(cfg.data, "test")
+        res = {**caption_retrieval(enc, test), "attributes": attribute_readout(enc, test)}
         (Path(args.output_dir) / "retrieval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
         print(json.dumps(res))
     caption_embeddings(cfg, enc, ds)  # fill the embedding cache that training reads

@@ -41,6 +41,9 @@ class TextConfig:
     train_steps: int = 0  # > 0: first train this encoder contrastively on the data set's pairs
     train_batch_size: int = 128
     train_lr: float = 1e-3
+    # Hard negatives: half of each batch in groups of images that share these attributes
+    # (built-in shapes only), so the encoder must tell the other attributes apart.
+    train_group_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TrainConfig:
     kl_weight: float = 2.0
     loss: str = "bce"  # bce (StackGAN: non-saturating cross-entropy) | hinge
     mode_seeking: float = 0.0  # weight of the mode-seeking term (Mao et al. 2019), needs group_size >= 2
+    clip_weight: float = 0.0  # weight of the text-image matching loss through the text encoder's image tower
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # no | bf16 | auto (bf16 where the hardware has native bf16 units)
     seed: int = 0
@@ -102,6 +106,11 @@ class Config:
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message says which and how to fix it."""
+
+
+# The attributes of the built-in shapes data set (stackgan.data.shapes.ATTRIBUTES, named here so
+# that reading a config does not import torch).
+SHAPE_ATTRIBUTES = ("shape", "colour", "size", "position", "background")
 
 
 def _is_pow2(n: int) -> bool:
@@ -148,6 +157,7 @@ def validate(cfg: Config) -> Config:
         (t.kl_weight >= 0, "train.kl_weight must be >= 0"),
         (t.mode_seeking >= 0, "train.mode_seeking must be >= 0"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),
+        (t.clip_weight >= 0, "train.clip_weight must be >= 0"),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
         (t.mixed_precision in ("no", "bf16", "auto"), "train.mixed_precision must be 'no', 'bf16' or 'auto'"),
         (t.nan_policy in ("stop", "skip"), "train.nan_policy must be 'stop' or 'skip'"),
@@ -160,6 +170,10 @@ def validate(cfg: Config) -> Config:
         (d.resize in ("center", "random"), "data.resize must be 'center' or 'random'"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.text.train_steps >= 0, "text.train_steps must be >= 0"),
+        (not cfg.text.train_group_by or d.name == "shapes",
+         "text.train_group_by needs the attribute labels of the built-in shapes data set; set text.train_group_by=[]"),
+        (d.name != "shapes" or all(a in SHAPE_ATTRIBUTES for a in cfg.text.train_group_by),
+         f"text.train_group_by must name attributes among {list(SHAPE_ATTRIBUTES)}, got {cfg.text.train_group_by}"),
         (bool(cfg.text.model), "text.model must name an open_clip model or local-dir:/path"),
     ]
     for ok, message in checks:

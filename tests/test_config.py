@@ -120,6 +120,9 @@ def test_preset_file_errors(tmp_path):
         (["train.nan_policy=ignore"], "train.nan_policy must be 'stop' or 'skip'"),
         (["train.mode_seeking=1", "train.group_size=1"], "train.mode_seeking needs train.group_size >= 2"),
         (["train.checkpoint_every=0"], "checkpoint_every"),
+        (["train.clip_weight=-1"], "train.clip_weight must be >= 0"),
+        (["text.train_group_by=[colour, hue]"], "text.train_group_by must name attributes among"),
+        (["text.train_group_by=[colour]", "data.name=folder", "data.path=."], "text.train_group_by needs the attribute"),
         (["data.name=imagenet"], "data.name must be 'shapes' or 'folder', got 'imagenet'"),
         (["data.name=folder"], "data.name=folder needs data.path="),
         (["text.model="], "text.model must name an open_clip model"),
@@ -216,3 +219,10 @@ def test_every_preset_resolves(preset, tmp_path):
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml", overrides)
     if preset in ("cub", "flowers", "coco"):
         assert (cfg.model.res1, cfg.model.res2) == (64, 256) and cfg.data.format == preset
+
+
+def test_shape_attribute_names_match_the_data_set():
+    from stackgan.config import SHAPE_ATTRIBUTES
+    from stackgan.data.shapes import ATTRIBUTES
+
+    assert SHAPE_ATTRIBUTES == tuple(ATTRIBUTES)

@@ -14,7 +14,7 @@ from stackgan.models.heads import DiscriminatorHead
 from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
 from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
 from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
-from stackgan.training.losses import d_loss, g_loss, kl_loss, mode_seeking_loss
+from stackgan.training.losses import clip_match_loss, d_loss, g_loss, kl_loss, mode_seeking_loss
 
 TEXT_DIM = 12
 
@@ -310,6 +310,29 @@ def test_mode_seeking_loss():
     assert math.isfinite(mode_seeking_loss(far, torch.zeros(8, 5), 2).item())
     # Groups of 4 use their first two samples.
     assert math.isfinite(mode_seeking_loss(far, z, 4).item())
+
+
+def test_clip_match_loss_rewards_images_that_pick_their_own_caption():
+    torch.manual_seed(0)
+    captions = F.normalize(torch.randn(3, 16), dim=1)  # 3 groups of 2 samples
+    text = captions.repeat_interleave(2, dim=0)
+    own = clip_match_loss(text.clone(), text, 2, scale=50.0)
+    other = clip_match_loss(text.roll(2, dims=0), text, 2, scale=50.0)  # each image shows the next caption
+    # An image equally close to every caption: chance, log(number of groups).
+    centre = F.normalize(captions.sum(0), dim=0)
+    for _ in range(20):  # make it equidistant: project out the differences of its cosines
+        cos = captions @ centre
+        centre = F.normalize(centre + torch.linalg.lstsq(captions, (cos.mean() - cos)[:, None]).solution[:, 0], dim=0)
+    blank = clip_match_loss(centre.expand(6, 16), text, 2, scale=50.0)
+    assert own.item() < 0.01
+    assert other.item() > 10
+    assert blank.item() == pytest.approx(math.log(3), abs=1e-4)
+    # Only the group's first caption is a candidate: groups of 1 compare every sample.
+    assert clip_match_loss(text.clone(), text, 1, scale=50.0).item() == pytest.approx(math.log(2), abs=1e-3)
+    # Gradients reach the images.
+    img = text.roll(2, dims=0).clone().requires_grad_(True)
+    clip_match_loss(img, text, 2, scale=50.0).backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ discriminator variants

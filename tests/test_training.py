@@ -76,7 +76,8 @@ def test_two_step_run_writes_a_complete_run_folder(tmp_path):
     assert samples == ["stage1-start.png", "stage1-step0000002.png", "stage2-start.png", "stage2-step0000002.png"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["stage1-step00000002", "stage2-step00000002"]
     assert latest_meta(run)["stage"] == 2 and latest_meta(run)["step"] == 2
-    assert (run / "text_encoder" / "retrieval.json").exists()
+    retrieval = json.loads((run / "text_encoder" / "retrieval.json").read_text(encoding="utf-8"))
+    assert "r_at_1" in retrieval and "zero_shot" in retrieval["attributes"]["shape"]
     assert (run / "losses.png").exists() and list((run / "logs").rglob("events.out.tfevents.*"))
 
     pipe = StackGANPipeline.from_pretrained(pipeline_dir)
@@ -326,3 +327,37 @@ def test_resume_with_another_text_encoder(stage1_runs, tmp_path):
     # Without weights the text encoder is random, drawn from train.seed: another seed, another encoder.
     with pytest.raises(CheckpointError, match="trained with the text encoder shapes-clip-tiny@.*resume with the original"):
         train(stage1_cfg("train.max_steps=6", "train.seed=1"), run, resume="latest")
+
+
+# ------------------------------------------------------------------ text-image matching loss, EMA
+def test_clip_weight_adds_the_matching_loss_to_both_stages(tmp_path):
+    run = tmp_path / "run"
+    train(small_cfg("train.max_steps=2", "train.clip_weight=1.0"), run)
+    rows = metrics(run)
+    assert [r["stage"] for r in rows] == [1, 1, 2, 2]
+    # Chance is log(4 groups) = 1.39; an untrained generator sits near it, and the term is in loss_g.
+    assert all(0.5 < r["clip_match"] < 3.0 for r in rows)
+    train(small_cfg("train.max_steps=1", "train.stages=[1]"), tmp_path / "plain")
+    assert "clip_match" not in metrics(tmp_path / "plain")[0]
+
+
+def test_clip_weight_needs_an_image_tower(tmp_path, monkeypatch):
+    from stackgan.config import ConfigError
+    from stackgan.text.encoder import TextEncoder
+
+    monkeypatch.setattr(TextEncoder, "has_image_tower", property(lambda self: False))
+    with pytest.raises(ConfigError, match="train.clip_weight needs a text encoder with an image tower"):
+        train(stage1_cfg("train.max_steps=1", "train.clip_weight=0.5"), tmp_path / "run")
+
+
+def test_ema_update_is_a_lerp_of_every_parameter_and_a_copy_of_every_buffer():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    ema = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    model(torch.randn(8, 4))  # moves the batch-norm running statistics
+    before = [p.detach().clone() for p in ema.parameters()]
+    loop.ema_update(ema, model, 0.9)
+    for b, pe, pm in zip(before, ema.parameters(), model.parameters()):
+        torch.testing.assert_close(pe, 0.9 * b + 0.1 * pm.detach())
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        assert torch.equal(be, bm)

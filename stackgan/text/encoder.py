@@ -119,18 +119,33 @@ class TextEncoder:
             return torch.empty(0, self.dim)
         return torch.cat(outs)
 
+    @property
+    def has_image_tower(self) -> bool:
+        return getattr(self.model, "visual", None) is not None
+
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 `[N, 3, H, W]` -> unit-norm image embeddings `[N, D]` (the CLIP image tower)."""
+        return self.image_features(images.to(self.device).float() / 127.5 - 1.0).float().cpu()
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] `[N, 3, H, W]` -> unit-norm embeddings `[N, D]`, differentiable in the
+        images (the tower's own weights stay frozen): the generator's text-image matching loss."""
         size = self.model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
-        x = images.to(self.device).float() / 255.0
+        x = (images.float() + 1.0) / 2.0
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         mean = torch.tensor(CLIP_MEAN, device=x.device)
         std = torch.tensor(CLIP_STD, device=x.device)
         x = (x - mean[:, None, None]) / std[:, None, None]
-        return self.model.encode_image(x, normalize=True).float().cpu()
+        return self.model.encode_image(x, normalize=True)
+
+    @property
+    def logit_scale(self) -> float:
+        """The contrastive temperature the model was trained with (exp of open_clip's logit_scale)."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.exp()) if scale is not None else 100.0
 
 
 def _hub_help(name: str, tag: str) -> str:

@@ -35,7 +35,7 @@ from ..text.encoder import TextEncoder, load_text_encoder
 from ..visual import plot_metrics, sample_sheet
 from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
 from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
-from .losses import d_loss, g_loss, kl_loss, mode_seeking_loss
+from .losses import clip_match_loss, d_loss, g_loss, kl_loss, mode_seeking_loss
 
 log = logging.getLogger("stackgan.train")
 
@@ -81,17 +81,19 @@ def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generat
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+    # One fused call per tensor list instead of one small kernel per parameter.
+    params, buffers = list(ema.parameters()), list(ema.buffers())
+    if params:
+        torch._foreach_lerp_(params, [p.detach() for p in model.parameters()], 1.0 - decay)
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 def _grad_norm(module: torch.nn.Module) -> float:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()))
 
 
 # ------------------------------------------------------------------ the run
@@ -235,6 +237,11 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
             raise ConfigError(f"{what}, so its stage I cannot be kept as it is: its text projection must be trained "
                               "again. Drop --freeze-stage1 and train both stages (train.stages=[1,2])")
         log.info("%s: the generators' text projections start from fresh weights", what)
+    if cfg.train.clip_weight > 0:
+        if not encoder.has_image_tower:
+            raise ConfigError(f"train.clip_weight needs a text encoder with an image tower (a full CLIP model); "
+                              f"{encoder.identity.short()} has none: set train.clip_weight=0")
+        encoder.to(device)  # the matching loss runs fake images through its (frozen) image tower
     # Fixed captions for the sample grid: held-out captions when the data set has a test split.
     try:
         grid_source = build_dataset(cfg.data, "test") if cfg.data.name == "shapes" else dataset
@@ -273,15 +280,18 @@ def _text_encoder(cfg: Config, out: Path, accelerator, dataset, init: StackGANPi
     if cfg.text.train_steps > 0:
         folder = out / "text_encoder"
         if accelerator.is_main_process and not (folder / "open_clip_model.safetensors").exists():
-            from ..text.train import caption_retrieval, train_text_encoder
+            from ..text.train import attribute_readout, caption_retrieval, train_text_encoder
 
             log.info("training text encoder %s for %d steps", cfg.text.model, cfg.text.train_steps)
             enc = train_text_encoder(dataset, cfg.text.model, cfg.text.train_steps, cfg.text.train_batch_size,
                                      cfg.text.train_lr, cfg.train.seed, folder, device=accelerator.device,
-                                     progress=accelerator.is_local_main_process)
+                                     progress=accelerator.is_local_main_process, group_by=cfg.text.train_group_by)
             if cfg.data.name == "shapes":
-                res = caption_retrieval(enc, build_dataset(cfg.data, "test"), trials=200)
-                log.info("text encoder caption retrieval R@1 %.3f (chance %.3f)", res["r_at_1"], res["chance"])
+                test = build_dataset(cfg.data, "test")
+                res = {**caption_retrieval(enc, test, trials=200), "attributes": attribute_readout(enc, test, images=200)}
+                log.info("text encoder caption retrieval R@1 %.3f (chance %.3f); zero-shot per attribute: %s",
+                         res["r_at_1"], res["chance"],
+                         ", ".join(f"{k} {v['zero_shot']:.2f}" for k, v in res["attributes"].items()))
                 (folder / "retrieval.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
         accelerator.wait_for_everyone()
         return load_text_encoder("local-dir:" + str(folder), device="cpu")
@@ -402,6 +412,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         loss_g = g_loss(out_g, t.loss) + t.kl_weight * kl
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
+        if t.clip_weight > 0:
+            clip = clip_match_loss(ctx.encoder.image_features(fake), text, t.group_size, ctx.encoder.logit_scale)
+            loss_g = loss_g + t.clip_weight * clip
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss_g)
         gn_g = _grad_norm(G)
@@ -421,6 +434,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
                    "d_real": torch.sigmoid(out_d["real"]).mean().item(), "d_wrong": torch.sigmoid(out_d["wrong"]).mean().item(),
                    "d_fake": torch.sigmoid(out_d["fake"]).mean().item(), "grad_norm_d": gn_d, "grad_norm_g": gn_g,
                    "lr_g": opt_g.param_groups[0]["lr"], "img_per_s": seen / max(time.time() - t0, 1e-9)}
+            t0, seen = time.time(), 0  # img_per_s: over the steps since the last log line
+            if t.clip_weight > 0:
+                row["clip_match"] = clip.item()
             row.update(_minibatch_stats(acc.unwrap_model(D)))
             if acc.is_main_process:
                 acc.log({f"stage{stage}/{k}": v for k, v in row.items() if k not in ("stage", "step")}, step=step)
