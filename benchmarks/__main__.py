@@ -97,7 +97,11 @@ def rss_mb() -> float:
 
 
 def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, batches: list[int], floor_rate: float,
-                     repeats: int) -> list[dict]:
+                     repeats: int, compile_batches: tuple[int, ...] = ()) -> list[dict]:
+    """Baseline vs optimised per (stage, batch); `torch.compile` of the optimised generators is
+    measured for the batch sizes in `compile_batches` (each new shape compiles again)."""
+    from stackgan.optimize import CompiledOrEager
+
     rows = []
     use_bf16 = bf16_available(device)
     f1, f12 = flops_per_image(g1, g2, text_dim)
@@ -125,6 +129,22 @@ def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, bat
             t_plain = timeit(plain, device, repeats)
             t_fast32 = timeit(lambda: fast(False), device, repeats)
             t_fast16 = timeit(lambda: fast(True), device, repeats) if use_bf16 else None
+            t_comp, compile_s, compile_error = None, None, None
+            if bs in compile_batches:
+                c1 = CompiledOrEager(o1)
+                c2 = CompiledOrEager(o2) if o2 is not None else None
+
+                def compiled():
+                    with torch.inference_mode():
+                        low = c1(text, z)[0]
+                        if stage == 2:
+                            c2(low, text)
+
+                t0 = time.perf_counter()
+                compiled()  # compiles
+                compile_s = time.perf_counter() - t0
+                compile_error = c1.failed or (c2.failed if c2 is not None else None)
+                t_comp = None if compile_error else timeit(compiled, device, repeats)
             best = min(t_fast32, t_fast16) if t_fast16 is not None else t_fast32
             floor = flops * bs / (floor_rate * 1e9)
             rows.append({"model": name, "stage": stage, "batch": bs, "gflop_per_image": flops / 1e9,
@@ -132,10 +152,14 @@ def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, bat
                          "bf16_opt_ms_per_image": 1e3 * t_fast16 / bs if t_fast16 is not None else None,
                          "best_ms_per_image": 1e3 * best / bs,
                          "speedup_vs_baseline": t_plain / best, "floor_ms_per_image": 1e3 * floor / bs,
-                         "ratio_to_floor": best / floor, "rss_mb": rss_mb()})
+                         "ratio_to_floor": best / floor, "rss_mb": rss_mb(),
+                         "compiled_ms_per_image": 1e3 * t_comp / bs if t_comp is not None else None,
+                         "compile_s": compile_s, "compile_error": compile_error})
             print(f"  {name:8s} stage {stage} batch {bs:2d}: baseline {rows[-1]['baseline_ms_per_image']:8.2f} ms/img, "
                   f"optimised {rows[-1]['best_ms_per_image']:8.2f} ms/img, x{rows[-1]['speedup_vs_baseline']:.2f}, "
-                  f"{rows[-1]['ratio_to_floor']:.1f} x floor", flush=True)
+                  f"{rows[-1]['ratio_to_floor']:.1f} x floor"
+                  + (f", torch.compile {1e3 * t_comp / bs:.2f} ms/img (compiled in {compile_s:.0f} s)" if t_comp else "")
+                  + (f", torch.compile failed: {compile_error}" if compile_error else ""), flush=True)
     return rows
 
 
@@ -294,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     batches = [1, 8] if args.quick else [1, 8, 32]
     reps = 2 if args.quick else 5
     print("generation (ms per image):", flush=True)
+    compile_at = () if args.quick else (8,)  # the batch of the targets; compiling costs tens of seconds per shape
     rows = bench_generation("bundled", bundled.stage1, bundled.stage2, bundled.text_encoder.dim, device, batches,
-                            floor_rate, reps)
-    rows += bench_generation("paper", pg1, pg2, paper["text_dim"], device, batches, floor_rate, 3 if not args.quick else 1)
+                            floor_rate, reps, compile_at)
+    rows += bench_generation("paper", pg1, pg2, paper["text_dim"], device, batches, floor_rate, 3 if not args.quick else 1,
+                             compile_at)
     result["generation"] = rows
     result["bundled_call"] = bench_bundled_call(device)
 
@@ -330,13 +356,17 @@ def to_markdown(r: dict) -> str:
              f"Dense matmul: fp32 {r['matmul_gflops']['fp32']:.1f} GFLOP/s ({r['matmul_gflops']['n']}^2), "
              f"bf16 {r['matmul_gflops']['bf16']:.1f} GFLOP/s ({r['matmul_gflops'].get('n_bf16', r['matmul_gflops']['n'])}^2); "
              f"the floor uses {r['floor_rate_gflops']:.1f}.", "",
-             "| model | stage | batch | GFLOP/img | floor ms/img | baseline ms/img | optimised ms/img | speed-up | optimised / floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | stage | batch | GFLOP/img | floor ms/img | baseline ms/img | optimised ms/img | speed-up | optimised / floor "
+             "| + torch.compile ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g in r["generation"]:
         floor_ms = g["gflop_per_image"] / r["floor_rate_gflops"] * 1e3
+        comp = g.get("compiled_ms_per_image")
+        comp = (f"{comp:.2f} (compile {g['compile_s']:.0f} s)" if comp is not None
+                else "failed" if g.get("compile_error") else "")
         lines.append(f"| {g['model']} | {g['stage']} | {g['batch']} | {g['gflop_per_image']:.2f} | {floor_ms:.2f} "
                      f"| {g['baseline_ms_per_image']:.2f} | {g['best_ms_per_image']:.2f} | {g['speedup_vs_baseline']:.2f} "
-                     f"| {g['ratio_to_floor']:.1f} |")
+                     f"| {g['ratio_to_floor']:.1f} | {comp} |")
     b = r["bundled_call"]
     lines += ["", f"Bundled pipeline, 8 samples: {b['plain_ms']:.1f} ms plain, {b['optimised_ms']:.1f} ms optimised "
               f"({b['precision']}); process RSS {b['rss_mb']:.0f} MB.", "",

@@ -156,7 +156,8 @@ class StackGANPipeline:
         self._fast: tuple[torch.nn.Module, torch.nn.Module | None] | None = None
         self.precision = "fp32"
 
-    def optimize(self, precision: str = "auto", fold_bn: bool = True, channels_last: bool = True) -> "StackGANPipeline":
+    def optimize(self, precision: str = "auto", fold_bn: bool = True, channels_last: bool = True,
+                 compile: bool = False) -> "StackGANPipeline":
         """Use faster inference copies of the generators (the saved weights are untouched).
 
         Args:
@@ -164,9 +165,12 @@ class StackGANPipeline:
                            native bf16 units, else fp32).
             fold_bn:       fold batch norm into the convolutions.
             channels_last: channels_last memory format for the convolutions.
+            compile:       `torch.compile` the generators (the first call of each batch shape
+                           compiles, seconds to a minute); a failure to compile falls back to
+                           eager with a warning.
         Returns self; `pipe.optimize(precision="fp32", fold_bn=False, channels_last=False)` is the plain path.
         """
-        from .optimize import bf16_available, fold_batchnorm
+        from .optimize import CompiledOrEager, bf16_available, fold_batchnorm
 
         if precision not in ("auto", "fp32", "bf16"):
             raise PipelineError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
@@ -180,8 +184,8 @@ class StackGANPipeline:
             g = fold_batchnorm(g) if fold_bn else g
             if channels_last:
                 g = g.to(memory_format=torch.channels_last)
-            mods.append(g)
-        self._fast = (mods[0], mods[1]) if (fold_bn or channels_last) else None
+            mods.append(CompiledOrEager(g) if compile else g)
+        self._fast = (mods[0], mods[1]) if (fold_bn or channels_last or compile) else None
         self.precision = precision
         return self
 

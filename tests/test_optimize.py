@@ -56,3 +56,30 @@ def test_pipeline_bf16_close_to_fp32():
 def test_optimize_rejects_unknown_precision():
     with pytest.raises(PipelineError, match="precision"):
         make_tiny_pipeline().optimize(precision="fp8")
+
+
+def test_compiled_pipeline_matches_plain():
+    pipe = make_tiny_pipeline()
+    plain = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+    pipe.optimize(precision="fp32", compile=True)
+    fast = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+    assert (plain.int() - fast.int()).abs().max() <= 1
+    assert all(g.failed is None for g in pipe._fast if g is not None), [g.failed for g in pipe._fast if g is not None]
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
+    def broken_compile(module, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("C++ compiler not found\nmore detail")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    pipe = make_tiny_pipeline()
+    plain = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+    pipe.optimize(precision="fp32", compile=True)
+    with caplog.at_level("WARNING", logger="stackgan.optimize"):
+        fast = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+        again = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+    assert (plain.int() - fast.int()).abs().max() <= 1 and torch.equal(fast, again)
+    assert pipe._fast[0].failed == "RuntimeError: C++ compiler not found"
+    assert sum("torch.compile failed for Stage1Generator" in r.message for r in caplog.records) == 1

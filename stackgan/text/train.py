@@ -184,8 +184,8 @@ def attribute_readout(encoder: TextEncoder, dataset, images: int = 500, seed: in
         cos = []
         for i in idx[:50]:
             named = dataset.attributes(i).named()
-            cap_rng = random.Random(f"{seed}-{name}-{i}")
-            emb = encoder.encode([make_caption(random.Random(cap_rng.random()), {**named, name: v},
+            # The same template and synonyms for every value (one seed per image): only `name` differs.
+            emb = encoder.encode([make_caption(random.Random(f"{seed}-{name}-{i}"), {**named, name: v},
                                                {k: True for k in ATTRIBUTES}) for v in values])
             sims = emb @ emb.T
             n = len(values)
