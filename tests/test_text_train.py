@@ -63,3 +63,11 @@ def test_attribute_readout_reports_every_attribute(shapes_300, tmp_path):
         assert 0.0 <= row["zero_shot"] <= 1.0
         assert row["chance"] == pytest.approx(1 / len(ATTRIBUTES[name]))
         assert -1.0 <= row["text_cosine"] <= 1.0
+
+
+def test_resnet_tower_config_trains_and_reloads(shapes_300, tmp_path):
+    """The shapes preset's encoder (ResNet image tower at 64 px) builds, trains a step and loads back."""
+    enc = train_text_encoder(shapes_300, "shapes-clip-resnet", 1, 8, 1e-3, 0, tmp_path / "enc", progress=False,
+                             group_by=["colour", "background"], group_size=2)
+    assert type(enc.model.visual).__name__ == "ModifiedResNet"
+    assert enc.encode_images(shapes_300.images(64)[:2]).shape == (2, enc.dim)
