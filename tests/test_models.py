@@ -139,6 +139,18 @@ def test_conditioning_augmentation_at_prior():
         ca(torch.randn(4, 5))
 
 
+@pytest.mark.parametrize("make", [lambda: Stage1Generator(128, 8, 32, 4, 16), lambda: Stage2Generator(128, 32, 4, 1, 16, 32)])
+def test_generator_condition_starts_with_unit_scale_text(make):
+    """Unit-norm text embeddings give mu ~ N(0, 1) per component at init (not StackGAN's 0.02 std,
+    which drowned the text in the unit noise) and logvar 0."""
+    torch.manual_seed(0)
+    ca = make().ca
+    text = F.normalize(torch.randn(512, 128), dim=1)
+    mu, logvar = ca.fc(text).chunk(2, dim=1)
+    assert 0.8 < mu.std().item() < 1.2
+    assert torch.equal(logvar, torch.zeros_like(logvar))
+
+
 # ------------------------------------------------------------------ minibatch discrimination
 def test_mbd_identical_rows_give_largest_similarity():
     torch.manual_seed(0)

@@ -21,6 +21,19 @@ class ConditioningAugmentation(nn.Module):
         super().__init__()
         self.text_dim, self.cond_dim = text_dim, cond_dim
         self.fc = nn.Linear(text_dim, 2 * cond_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """mu = W t starts with unit scale, logvar = 0 (sigma 1, the prior's).
+
+        Text embeddings are unit-norm, so StackGAN's N(0, 0.02) init gave mu a standard
+        deviation of 0.02 against the unit noise: the generator saw almost no text at the start
+        and took thousands of steps to grow it. With W ~ N(0, 1), mu ~ N(0, 1) per component.
+        The owning generator calls this after its own init.
+        """
+        nn.init.normal_(self.fc.weight[: self.cond_dim], 0.0, 1.0)
+        nn.init.zeros_(self.fc.weight[self.cond_dim :])
+        nn.init.zeros_(self.fc.bias)
 
     def forward(
         self, text: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0

@@ -36,6 +36,7 @@ class Stage1Generator(nn.Module):
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         self.ch0 = gf * 8
         init_weights(self)
+        self.ca.reset_parameters()
 
     def forward(
         self, text: torch.Tensor, z: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0

@@ -48,6 +48,7 @@ class Stage2Generator(nn.Module):
         self.ups = nn.Sequential(*ups)
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         init_weights(self)
+        self.ca.reset_parameters()
 
     def forward(
         self, low: torch.Tensor, text: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
