@@ -8,7 +8,7 @@ from benchmarks.__main__ import main, to_markdown
 def test_quick_benchmark_writes_every_section(tmp_path):
     assert main(["--out", str(tmp_path), "--quick"]) == 0
     r = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
-    assert {"machine", "matmul_gflops", "generation", "bundled_call", "training", "training_loop", "text"} <= set(r)
+    assert {"machine", "matmul_gflops", "generation", "bundled_call", "training", "training_loop", "text", "precision"} <= set(r)
     assert r["matmul_gflops"]["fp32"] > 0 and r["floor_rate_gflops"] > 0
     for g in r["generation"]:
         assert g["baseline_ms_per_image"] > 0 and g["best_ms_per_image"] > 0 and g["gflop_per_image"] > 0
@@ -18,4 +18,6 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert t["img_per_s_fp32"] > 0
         assert t["img_per_s_bf16"] is None or t["img_per_s_bf16"] > 0
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
-    assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md
+    q = r["precision"]
+    assert q["samples"] == 4 and 0 <= q["mean_abs_diff_uint8"] < 255 and 0 <= q["probe_same_all_attributes"] <= 1
+    assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "bf16 autocast" in md
