@@ -117,19 +117,30 @@ def _is_pow2(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
+MAX_DIM = 4096  # z, condition, minibatch-discrimination kernels
+MAX_WIDTH = 1024  # generator / discriminator base width
+MAX_BATCH = 65536
+MAX_SHAPES = 2_000_000  # images of the built-in data set (2M x 3 x 64 x 64 bytes = 24.6 GB at 64 px)
+
+
 def validate(cfg: Config) -> Config:
     """Range and consistency checks; raises ConfigError with the fix in the message."""
     m, t, d = cfg.model, cfg.train, cfg.data
     checks = [
-        (m.z_dim >= 1, "model.z_dim must be >= 1"),
-        (m.cond_dim >= 1, "model.cond_dim must be >= 1"),
-        (m.gf >= 1 and m.df >= 1, "model.gf and model.df must be >= 1"),
-        (m.res_blocks >= 0, "model.res_blocks must be >= 0"),
+        # Upper bounds catch typos (an extra zero) before they allocate tens of gigabytes;
+        # each is far above any published StackGAN setting.
+        (1 <= m.z_dim <= MAX_DIM, f"model.z_dim must be in [1, {MAX_DIM}], got {m.z_dim}"),
+        (1 <= m.cond_dim <= MAX_DIM, f"model.cond_dim must be in [1, {MAX_DIM}], got {m.cond_dim}"),
+        (1 <= m.gf <= MAX_WIDTH and 1 <= m.df <= MAX_WIDTH,
+         f"model.gf and model.df must be in [1, {MAX_WIDTH}] (the paper uses 128 and 64), got {m.gf} and {m.df}"),
+        (0 <= m.res_blocks <= 64, f"model.res_blocks must be in [0, 64] (the paper uses 4), got {m.res_blocks}"),
         (_is_pow2(m.res1) and 16 <= m.res1 <= 256, f"model.res1 must be a power of two in [16, 256], got {m.res1}"),
         (_is_pow2(m.res2) and m.res1 < m.res2 <= 1024, f"model.res2 must be a power of two above res1={m.res1}, got {m.res2}"),
         (m.d1_minibatch in MINIBATCH_CHOICES, f"model.d1_minibatch must be one of {MINIBATCH_CHOICES}"),
         (m.d2_minibatch in MINIBATCH_CHOICES, f"model.d2_minibatch must be one of {MINIBATCH_CHOICES}"),
-        (m.mbd_kernels >= 1 and m.mbd_dims >= 1, "model.mbd_kernels and model.mbd_dims must be >= 1"),
+        (1 <= m.mbd_kernels <= MAX_DIM and 1 <= m.mbd_dims <= 256,
+         f"model.mbd_kernels must be in [1, {MAX_DIM}] and model.mbd_dims in [1, 256] (Salimans et al.: 100 and 5), "
+         f"got {m.mbd_kernels} and {m.mbd_dims}"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
         (m.d_norm in ("batch", "spectral"), f"model.d_norm must be 'batch' or 'spectral', got {m.d_norm!r}"),
@@ -146,6 +157,7 @@ def validate(cfg: Config) -> Config:
         (t.stage2_steps >= 0, "train.stage2_steps must be >= 0"),
         (t.group_size >= 1, "train.group_size must be >= 1"),
         (t.batch_size >= 2, "train.batch_size must be >= 2 (mismatched pairs need two captions)"),
+        (t.batch_size <= MAX_BATCH, f"train.batch_size must be <= {MAX_BATCH}, got {t.batch_size}"),
         (
             t.group_size >= 1 and t.batch_size % t.group_size == 0 and t.batch_size // t.group_size >= 2,
             f"train.batch_size ({t.batch_size}) must be a multiple of train.group_size ({t.group_size}) "
@@ -167,6 +179,9 @@ def validate(cfg: Config) -> Config:
         (d.name in ("shapes", "folder"), f"data.name must be 'shapes' or 'folder', got {d.name!r}"),
         (d.name != "folder" or bool(d.path), "data.name=folder needs data.path=/path/to/your/images"),
         (d.size >= 1 and d.test_size >= 1, "data.size and data.test_size must be >= 1"),
+        (d.name != "shapes" or max(d.size, d.test_size) <= MAX_SHAPES,
+         f"data.size and data.test_size of the built-in shapes data set must be <= {MAX_SHAPES:,} "
+         f"(its images are held in memory), got {d.size} and {d.test_size}"),
         (d.resize in ("center", "random"), "data.resize must be 'center' or 'random'"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.text.train_steps >= 0, "text.train_steps must be >= 0"),
