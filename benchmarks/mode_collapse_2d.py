@@ -24,6 +24,7 @@ runs single-threaded in one of --workers processes, so results reproduce.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -43,6 +44,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
+from stackgan.training.loop import ema_update
 
 log = logging.getLogger("mode_collapse_2d")
 
@@ -164,6 +166,7 @@ class Protocol:
     lr_d: float = 3e-3  # Adam learning rate of D
     betas: tuple[float, float] = (0.5, 0.9)  # Adam betas, G and D
     lr_decay_from: float = 0.5  # learning rates decay linearly to 0 from this fraction of iters on
+    ema: float = 0.0  # > 0: score an exponential moving average of G's weights (ramped up, as the image models do)
     normalize: bool = True  # G and D work in units of max |mean| (grid / 4); G's output is rescaled for scoring
     mbd_kernels: int = 16  # MinibatchDiscrimination B
     mbd_dims: int = 5  # MinibatchDiscrimination C
@@ -304,6 +307,7 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
     mix = MIXTURES[data]
     gen = torch.Generator().manual_seed(seed)
     g, d = build_models(variant, proto)
+    g_eval = copy.deepcopy(g).requires_grad_(False) if proto.ema > 0 else g  # the generator that is scored
     opt_g = torch.optim.Adam(g.parameters(), lr=proto.lr_g, betas=proto.betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=proto.lr_d, betas=proto.betas)
     scale = float(np.abs(mix.means_array).max()) if proto.normalize else 1.0
@@ -316,7 +320,7 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
     for it in range(proto.iters + 1):
         if it in snap_at:
             with torch.no_grad():
-                snapshots.append({"iter": it, "samples": (scale * g(eval_z[:1000])).numpy().round(4).tolist()})
+                snapshots.append({"iter": it, "samples": (scale * g_eval(eval_z[:1000])).numpy().round(4).tolist()})
         if it == proto.iters:
             break
         f = lr_factor(it, proto)
@@ -343,12 +347,14 @@ def train_run(variant: str, data: str, seed: int, proto: Protocol, threads: int 
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if proto.ema > 0:
+            ema_update(g_eval, g, min(proto.ema, (1 + it) / (10 + it)))
         if not math.isfinite(loss_d.item() + loss_g.item()):
             log.warning("%s/%s seed %d: non-finite loss at iter %d", variant, data, seed, it)
             break
 
     with torch.no_grad():
-        samples = (scale * g(eval_z)).numpy()
+        samples = (scale * g_eval(eval_z)).numpy()
     metrics = mode_metrics(samples, mix.means_array, mix.sigma, proto.hq_sigmas)
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     return {"variant": variant, "data": data, "seed": seed, **metrics, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
@@ -487,7 +493,8 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
             "eval": f"{proto.eval_samples} samples of G(z), z ~ N(0, I) drawn with seed 10000 + seed",
             "optimiser": f"Adam betas {proto.betas}, lr G {proto.lr_g}, lr D {proto.lr_d}, linear decay to 0 from "
             f"{proto.lr_decay_from:.0%} of iters",  # fmt: skip
-            "generator": f"MLP z {proto.z_dim} -> {proto.layers} x (Linear {proto.hidden}, ReLU) -> Linear 2",
+            "generator": f"MLP z {proto.z_dim} -> {proto.layers} x (Linear {proto.hidden}, ReLU) -> Linear 2"
+            + (f"; scored: EMA of its weights, decay min({proto.ema}, (1 + it) / (10 + it))" if proto.ema > 0 else ""),
             "discriminator": f"MLP 2*pack -> {proto.layers} x (Linear {proto.hidden}, LeakyReLU 0.2) -> [minibatch layer]"
             " -> Linear 1",  # fmt: skip
             "seeds": list(range(seeds)),
@@ -522,6 +529,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 30 iterations, 1 process")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--ema", type=float, default=None,
+                   help=f"score an EMA of G's weights with this decay, e.g. 0.999 (default {Protocol.ema}: off)")
     p.add_argument(
         "--threads",
         type=int,
@@ -544,6 +553,10 @@ def main(argv: list[str] | None = None) -> None:
         seeds, workers = 1, 1
     if args.iters is not None:
         proto = dataclasses.replace(proto, iters=args.iters)
+    if args.ema is not None:
+        if not 0 <= args.ema < 1:
+            p.error(f"--ema must be in [0, 1), got {args.ema}")
+        proto = dataclasses.replace(proto, ema=args.ema)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     record = run_benchmark(args.out, variants, seeds, proto, workers, args.threads)
     print(record["table"], end="")

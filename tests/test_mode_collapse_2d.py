@@ -93,3 +93,14 @@ def test_quick_run_writes_results(tmp_path):
     assert "wall time" in (tmp_path / "log.txt").read_text()
     table = (tmp_path / "table.md").read_text()
     assert "PacGAN table: PacGAN4" in table and "ours (1 seeds): mbd" in table
+
+
+def test_ema_generator_is_the_one_scored():
+    import dataclasses
+
+    proto = dataclasses.replace(mc.Protocol(), iters=20, eval_samples=200, snapshots=2, hidden=16)
+    plain = mc.train_run("gan", "ring", 0, proto)
+    averaged = mc.train_run("gan", "ring", 0, dataclasses.replace(proto, ema=0.9))
+    # Same seed, same training: only the scored weights differ (the average lags the raw weights).
+    assert plain["snapshots"][0]["samples"] == averaged["snapshots"][0]["samples"]  # iteration 0: EMA == G
+    assert not np.allclose(plain["samples"], averaged["samples"])
