@@ -104,3 +104,9 @@ def test_ema_generator_is_the_one_scored():
     # Same seed, same training: only the scored weights differ (the average lags the raw weights).
     assert plain["snapshots"][0]["samples"] == averaged["snapshots"][0]["samples"]  # iteration 0: EMA == G
     assert not np.allclose(plain["samples"], averaged["samples"])
+
+
+def test_ema_out_of_range_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mc.main(["--out", str(tmp_path), "--quick", "--ema", "1.5"])
+    assert "--ema must be in [0, 1), got 1.5" in capsys.readouterr().err
