@@ -324,6 +324,19 @@ def test_mode_seeking_loss():
     assert math.isfinite(mode_seeking_loss(far, z, 4).item())
 
 
+def test_clip_match_loss_extra_candidates_compete_with_the_own_caption():
+    torch.manual_seed(0)
+    captions = F.normalize(torch.randn(3, 16), dim=1)
+    text = captions.repeat_interleave(2, dim=0)
+    image = F.normalize(text + 0.3 * torch.randn(6, 16), dim=1)
+    plain = clip_match_loss(image, text, 2, scale=20.0)
+    assert clip_match_loss(image, text, 2, scale=20.0, extra=captions[:0]) == plain  # none given: unchanged
+    far = clip_match_loss(image, text, 2, scale=20.0, extra=-captions)  # opposite of every caption: ~no effect
+    near = clip_match_loss(image, text, 2, scale=20.0, extra=F.normalize(captions + 0.1 * torch.randn(3, 16), dim=1))
+    assert plain <= far < plain + 1e-3
+    assert near > plain + 0.3  # a negative close to the caption makes the same images score worse
+
+
 def test_clip_match_loss_rewards_images_that_pick_their_own_caption():
     torch.manual_seed(0)
     captions = F.normalize(torch.randn(3, 16), dim=1)  # 3 groups of 2 samples

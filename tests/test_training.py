@@ -321,6 +321,77 @@ def test_group_sampler_nearest_neighbours_without_attributes(shapes_200):
         assert all(i in near for i, _ in keys[k + 1 : k + 4])
 
 
+def test_hard_negatives_are_near_captions_that_contradict_the_group(shapes_200):
+    ds, table = shapes_200
+    emb = torch.randn(len(table.texts), 8, generator=torch.Generator().manual_seed(0))
+    s = GroupSampler(ds, table, emb, batch_size=16, group_size=4, seed=0)
+    unit = torch.nn.functional.normalize(emb, dim=1)
+    found = 0
+    for step in range(5):
+        caps = [cap for _, cap in s.batch(1, step)][::4]
+        assert s.mismatched(caps, 1, step, 0, share=0.0) == [-1] * 4  # share 0: the next group's caption
+        wrong = s.mismatched(caps, 1, step, 0, share=1.0)
+        assert wrong == GroupSampler(ds, table, emb, 16, 4, seed=0).mismatched(caps, 1, step, 0, share=1.0)
+        for own, other in zip(caps, wrong):
+            if other < 0:
+                continue
+            found += 1
+            a, b = s.caption_named[own], s.caption_named[other]
+            assert any(k in b and b[k] != v for k, v in a.items()), (table.texts[own], table.texts[other])
+            # Among the 8 nearest contradicting captions.
+            contradicting = [c for c in range(len(table.texts)) if s._contradicts(own, c)]
+            sims = unit[contradicting] @ unit[own]
+            assert (sims > unit[other] @ unit[own]).sum() < 8
+    assert found >= 18
+    mixed = [s.mismatched([cap for _, cap in s.batch(1, k)][::4], 1, k, 0, share=0.5) for k in range(20)]
+    share = sum(w >= 0 for row in mixed for w in row) / 80
+    assert 0.3 < share < 0.7
+
+
+def test_hard_negatives_without_attributes_come_from_other_images(shapes_200):
+    ds, table = shapes_200
+
+    class Plain:
+        def __len__(self):
+            return len(ds)
+
+        def captions(self, i):
+            return ds.captions(i)
+
+    emb = torch.randn(len(table.texts), 8, generator=torch.Generator().manual_seed(1))
+    s = GroupSampler(Plain(), table, emb, batch_size=8, group_size=2, seed=0)
+    owner = {c: i for i, ids in enumerate(table.per_image) for c in ids}
+    caps = [cap for _, cap in s.batch(1, 0)][::2]
+    wrong = s.mismatched(caps, 1, 0, 0, share=1.0)
+    assert all(w >= 0 and owner[w] != owner[c] for c, w in zip(caps, wrong))
+
+
+def test_hard_negatives_reach_the_discriminator_and_the_matching_loss(tmp_path, monkeypatch):
+    seen = []
+    real_mismatched = GroupSampler.mismatched
+    real_clip = loop.clip_match_loss
+
+    def spy_mismatched(self, *args, **kwargs):
+        out = real_mismatched(self, *args, **kwargs)
+        seen.append(("ids", out))
+        return out
+
+    def spy_clip(image_emb, text_emb, group, scale, extra=None):
+        seen.append(("extra", extra))
+        return real_clip(image_emb, text_emb, group, scale, extra=extra)
+
+    monkeypatch.setattr(GroupSampler, "mismatched", spy_mismatched)
+    monkeypatch.setattr(loop, "clip_match_loss", spy_clip)
+    train(stage1_cfg("train.max_steps=2", "train.hard_negatives=1.0", "train.clip_weight=0.5"), tmp_path / "run")
+    ids = [v for k, v in seen if k == "ids"]
+    extras = [v for k, v in seen if k == "extra"]
+    assert len(ids) == 2 and len(extras) == 2
+    for row, extra in zip(ids, extras):
+        assert sum(i >= 0 for i in row) >= 3  # 4 groups, nearly all with a hard negative
+        assert extra.shape[0] == sum(i >= 0 for i in row)
+    assert all(0.5 < r["clip_match"] < 4.0 for r in metrics(tmp_path / "run"))
+
+
 def test_resume_with_another_text_encoder(stage1_runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(stage1_runs / "ext", run)

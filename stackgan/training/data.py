@@ -53,6 +53,7 @@ class GroupSampler:
                 torch.stack([embeddings[ids].mean(0) for ids in table.per_image]), dim=1
             )
         self.neighbours = neighbours
+        self.embeddings = embeddings
         self._match_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _matches(self, i: int, k: int) -> np.ndarray:
@@ -83,6 +84,53 @@ class GroupSampler:
             others = [int(m[rng.randrange(len(m))]) for _ in range(self.group_size - 1)]
             keys.extend((j, cap) for j in [i, *others])
         return keys
+
+    def mismatched(self, captions: list[int], stage: int, step: int, rank: int, share: float,
+                   pool: int = 1024, pick: int = 8) -> list[int]:
+        """One mismatched caption id per group (`captions`: the groups' caption ids), -1 meaning
+        "the next group's caption". Deterministic in (seed, stage, step, rank), like `batch`.
+
+        A share `share` of the groups get a hard negative instead: one of the `pick` captions
+        nearest to theirs (cosine of the text embeddings, searched among the `pool` nearest) that
+        contradicts it. On data sets with attributes (`shapes`) that is a caption naming one of
+        the same attributes with another value, so it describes none of the group's images; on
+        others, a caption of another image (which may still fit, the usual risk of mismatched
+        pairs, made likelier by nearness). Random mismatches differ from the real caption in
+        whatever is easiest to see (colour, background); these differ in what the text embedding
+        separates least, which is what the discriminator must then learn to check.
+        """
+        rng = random.Random(f"{self.seed}-{stage}-{step}-{rank}-mismatch")
+        chosen = [g for g in range(len(captions)) if rng.random() < share]
+        out = [-1] * len(captions)
+        if not chosen:
+            return out
+        self._index_captions()
+        query = self.caption_emb[[captions[g] for g in chosen]]
+        near = (query @ self.caption_emb.t()).topk(min(pool, len(self.caption_emb)), dim=1).indices.tolist()
+        for g, cands in zip(chosen, near):
+            own = captions[g]
+            valid = [c for c in cands if self._contradicts(own, c)][:pick]
+            if valid:
+                out[g] = valid[rng.randrange(len(valid))]
+        return out
+
+    def _index_captions(self) -> None:
+        if hasattr(self, "caption_emb"):
+            return
+        self.caption_emb = torch.nn.functional.normalize(self.embeddings.float(), dim=1)
+        self.caption_named: list[dict[str, str] | None] = [None] * len(self.table.texts)
+        self.caption_owner = [0] * len(self.table.texts)
+        for i, ids in enumerate(self.table.per_image):
+            named = self.dataset.caption_attributes(i) if self.exact else [None] * len(ids)
+            for c, a in zip(ids, named):
+                if self.caption_named[c] is None:
+                    self.caption_named[c], self.caption_owner[c] = a, i
+
+    def _contradicts(self, own: int, other: int) -> bool:
+        if self.exact:
+            a, b = self.caption_named[own], self.caption_named[other]
+            return any(k in b and b[k] != v for k, v in a.items())
+        return self.caption_owner[own] != self.caption_owner[other]
 
 
 class PairDataset(Dataset):

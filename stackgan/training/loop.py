@@ -377,6 +377,13 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         real = to_float(images).to(device)
         text = ctx.embeddings[caps.to(device)]
         wrong = text.roll(t.group_size, dims=0)  # the next group's caption
+        hard = None
+        if t.hard_negatives > 0:
+            ids = sampler.mismatched(caps[::t.group_size].tolist(), stage, step, acc.process_index, t.hard_negatives)
+            ids = torch.tensor(ids, device=device)
+            hard = ctx.embeddings[ids[ids >= 0]]
+            per_image = ids.repeat_interleave(t.group_size)
+            wrong = torch.where((per_image >= 0)[:, None], ctx.embeddings[per_image.clamp(min=0)], wrong)
         gen = step_generator(t.seed, stage, step, acc.process_index)
         z = torch.randn(real.shape[0], cfg.model.z_dim, generator=gen).to(device)
         eps = torch.randn(real.shape[0], cfg.model.cond_dim, generator=gen).to(device)
@@ -413,7 +420,8 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
-            clip = clip_match_loss(ctx.encoder.image_features(fake), text, t.group_size, ctx.encoder.logit_scale)
+            clip = clip_match_loss(ctx.encoder.image_features(fake), text, t.group_size, ctx.encoder.logit_scale,
+                                   extra=hard)
             loss_g = loss_g + t.clip_weight * clip
         opt_g.zero_grad(set_to_none=True)
         acc.backward(loss_g)

@@ -65,17 +65,21 @@ def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, group: int) -> torc
     return 1.0 / (lz + 1e-5)
 
 
-def clip_match_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, group: int, scale: float) -> torch.Tensor:
+def clip_match_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, group: int, scale: float,
+                    extra: torch.Tensor | None = None) -> torch.Tensor:
     """Text-image matching loss for the generator (as in LAFITE and GALIP, with the text encoder's
     own image tower): each fake image must pick its caption among the batch's captions.
 
     image_emb, text_emb `[N, D]` unit norm; the batch holds N // group groups of one caption each,
     so the candidates are the groups' captions and the target of image i is group i // group.
+    `extra` `[M, D]`: further candidates that are no image's caption (hard negatives).
     Cross-entropy over `scale * cosine`; log(N // group) when images match no caption better than
     the others, 0 when each image picks its own caption with certainty.
     """
     n = image_emb.shape[0]
     captions = text_emb.float().view(n // group, group, -1)[:, 0]
+    if extra is not None and len(extra):
+        captions = torch.cat([captions, extra.float()])
     logits = scale * image_emb.float() @ captions.t()
     target = torch.arange(n, device=image_emb.device) // group
     return F.cross_entropy(logits, target)
