@@ -6,7 +6,9 @@ colour, ...; the changed caption is a real caption of the data set naming exactl
 values). The discriminator's matching logit should be higher for the own caption. Per
 attribute it reports how often it is (0.5 = the discriminator cannot tell that attribute) and
 the mean margin. The generator learns an attribute from the discriminator only when this
-share is high, so a low share for one attribute explains a generator that ignores it.
+share is high, so a low share for one attribute explains a generator that ignores it. For
+reference, the same pairs are scored by the text encoder's frozen image tower (cosine), when
+it has one.
 
 Writes DIR/discriminator_attributes.json and .md when --out is given.
 """
@@ -98,7 +100,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
                 changed.append(twin)
         n = len(idx) - len(idx) % group
         if n == 0:
-            rows[attr] = {"pairs": 0, "own_wins": None, "margin": None}
+            rows[attr] = {"pairs": 0, "own_wins": None, "margin": None, "tower_own_wins": None}
             continue
         own_logit, changed_logit = [], []
         chunk = max(group, 64 // group * group)  # whole minibatch-stddev groups per call
@@ -110,7 +112,15 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
                 own_logit.append(out["real"])
                 changed_logit.append(out["wrong"])
         a, b = torch.cat(own_logit), torch.cat(changed_logit)
-        rows[attr] = {"pairs": n, "own_wins": float((a > b).float().mean()), "margin": float((a - b).mean())}
+        rows[attr] = {"pairs": n, "own_wins": float((a > b).float().mean()), "margin": float((a - b).mean()),
+                      "tower_own_wins": None}
+        if encoder.has_image_tower:  # reference: the text encoder's own (frozen) image tower, cosine to each caption
+            with torch.no_grad():
+                f = torch.cat([encoder.image_features(pixels[idx[s:s + 256]].float() / 127.5 - 1).float()
+                               for s in range(0, n, 256)])[:n]
+            t = torch.nn.functional.normalize(emb.float(), dim=1)
+            wins = (f * t[own[:n]]).sum(1) > (f * t[changed[:n]]).sum(1)
+            rows[attr]["tower_own_wins"] = float(wins.float().mean())
     return {"run": str(run), "checkpoint": str(path), "stage": stage, "images_per_attribute": images, "seed": seed,
             "attributes": rows}
 
@@ -118,12 +128,16 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
 def markdown(res: dict) -> str:
     lines = [f"Discriminator of stage {res['stage']}, {res['checkpoint']}: own caption against the same caption "
              "with one attribute changed, real training images.", "",
-             "| attribute | pairs | own caption scores higher | mean logit margin |", "|---|---:|---:|---:|"]
+             "| attribute | pairs | own caption scores higher | mean logit margin | text encoder's image tower |",
+             "|---|---:|---:|---:|---:|"]
     for attr, r in res["attributes"].items():
         if r["own_wins"] is None:
-            lines.append(f"| {attr} | 0 | | |")
+            lines.append(f"| {attr} | 0 | | | |")
         else:
-            lines.append(f"| {attr} | {r['pairs']} | {r['own_wins']:.2f} | {r['margin']:.2f} |")
+            tower = "" if r["tower_own_wins"] is None else f"{r['tower_own_wins']:.2f}"
+            lines.append(f"| {attr} | {r['pairs']} | {r['own_wins']:.2f} | {r['margin']:.2f} | {tower} |")
+    lines += ["", "Last column, for reference: the same pairs scored by the text encoder's own frozen image tower "
+              "(cosine of image and caption embeddings, no training on the pairs)."]
     return "\n".join(lines) + "\n"
 
 

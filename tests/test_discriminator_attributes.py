@@ -33,7 +33,7 @@ def test_every_attribute_is_scored_for_both_stages(run, tmp_path):
         assert res["stage"] == stage and f"stage{stage}-step" in res["checkpoint"]
         assert set(res["attributes"]) == set(ATTRIBUTES)
         for r in res["attributes"].values():
-            assert r["pairs"] == 8 and 0.0 <= r["own_wins"] <= 1.0
+            assert r["pairs"] == 8 and 0.0 <= r["own_wins"] <= 1.0 and 0.0 <= r["tower_own_wins"] <= 1.0
     main([str(run), "--images", "4", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "discriminator_attributes.json").read_text(encoding="utf-8"))
     assert saved["stage"] == 2  # the latest checkpoint's stage
