@@ -24,9 +24,6 @@ import torch
 
 from benchmarks import write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def _checkpoint(run: Path, stage: int | None, name: str | None) -> tuple[Path, int]:
     from stackgan.training.checkpoint import CheckpointError, find_checkpoint
 
@@ -80,6 +77,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
             by_named.setdefault(frozenset(named.items()), c)
     pixels = dataset.images(cfg.model.res1 if stage == 1 else cfg.model.res2)
     group = cfg.train.group_size if cfg.train.batch_size % cfg.train.group_size == 0 else 1
+    unit_text = torch.nn.functional.normalize(emb.float(), dim=1)
     rng = random.Random(seed)
     rows = {}
     for attr in ATTRIBUTES:
@@ -118,8 +116,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
             with torch.no_grad():
                 f = torch.cat([encoder.image_features(pixels[idx[s:s + 256]].float() / 127.5 - 1).float()
                                for s in range(0, n, 256)])[:n]
-            t = torch.nn.functional.normalize(emb.float(), dim=1)
-            wins = (f * t[own[:n]]).sum(1) > (f * t[changed[:n]]).sum(1)
+            wins = (f * unit_text[own[:n]]).sum(1) > (f * unit_text[changed[:n]]).sum(1)
             rows[attr]["tower_own_wins"] = float(wins.float().mean())
     return {"run": str(run), "checkpoint": str(path), "stage": stage, "images_per_attribute": images, "seed": seed,
             "attributes": rows}
