@@ -14,7 +14,7 @@ from stackgan.models.heads import DiscriminatorHead
 from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
 from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
 from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
-from stackgan.training.losses import clip_match_loss, d_loss, g_loss, kl_loss, mode_seeking_loss
+from stackgan.training.losses import clip_match_loss, d_loss, g_loss, jitter, kl_loss, mode_seeking_loss
 
 TEXT_DIM = 12
 
@@ -322,6 +322,26 @@ def test_mode_seeking_loss():
     assert math.isfinite(mode_seeking_loss(far, torch.zeros(8, 5), 2).item())
     # Groups of 4 use their first two samples.
     assert math.isfinite(mode_seeking_loss(far, z, 4).item())
+
+
+def test_jitter_moves_images_a_little_differentiably_and_reproducibly():
+    x = torch.zeros(6, 3, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0  # a centred square on black
+    assert jitter(x, 0.0) is x
+    a = jitter(x, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(a, jitter(x, 0.2, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, jitter(x, 0.2, torch.Generator().manual_seed(1)))
+    # Each image moved (shift and zoom differ per image), the square stays near the centre and keeps its area.
+    assert all(not torch.allclose(a[i], x[i]) for i in range(6))
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    mass = a[:, 0].sum(dim=(1, 2))
+    cy = (a[:, 0] * ys).sum(dim=(1, 2)) / mass
+    cx = (a[:, 0] * xs).sum(dim=(1, 2)) / mass
+    assert ((cy - 15.5).abs() <= 0.2 * 16 + 1).all() and ((cx - 15.5).abs() <= 0.2 * 16 + 1).all()
+    assert ((mass / 64 - 1).abs() < 0.6).all()
+    leaf = x.clone().requires_grad_(True)
+    jitter(leaf, 0.2, torch.Generator().manual_seed(0)).sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
 
 
 def test_clip_match_loss_extra_candidates_compete_with_the_own_caption():

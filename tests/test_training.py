@@ -366,7 +366,7 @@ def test_hard_negatives_without_attributes_come_from_other_images(shapes_200):
     assert all(w >= 0 and owner[w] != owner[c] for c, w in zip(caps, wrong))
 
 
-def test_hard_negatives_reach_the_discriminator_and_the_matching_loss(tmp_path, monkeypatch):
+def test_hard_negatives_and_jitter_reach_the_discriminator_and_the_matching_loss(tmp_path, monkeypatch):
     seen = []
     real_mismatched = GroupSampler.mismatched
     real_clip = loop.clip_match_loss
@@ -380,12 +380,21 @@ def test_hard_negatives_reach_the_discriminator_and_the_matching_loss(tmp_path, 
         seen.append(("extra", extra))
         return real_clip(image_emb, text_emb, group, scale, extra=extra)
 
+    real_jitter = loop.jitter
+
+    def spy_jitter(images, strength, generator=None):
+        seen.append(("jitter", strength))
+        return real_jitter(images, strength, generator)
+
     monkeypatch.setattr(GroupSampler, "mismatched", spy_mismatched)
     monkeypatch.setattr(loop, "clip_match_loss", spy_clip)
-    train(stage1_cfg("train.max_steps=2", "train.hard_negatives=1.0", "train.clip_weight=0.5"), tmp_path / "run")
+    monkeypatch.setattr(loop, "jitter", spy_jitter)
+    train(stage1_cfg("train.max_steps=2", "train.hard_negatives=1.0", "train.clip_weight=0.5", "train.clip_jitter=0.1"),
+          tmp_path / "run")
     ids = [v for k, v in seen if k == "ids"]
     extras = [v for k, v in seen if k == "extra"]
     assert len(ids) == 2 and len(extras) == 2
+    assert [v for k, v in seen if k == "jitter"] == [0.1, 0.1]  # fakes jittered before the image tower
     for row, extra in zip(ids, extras):
         assert sum(i >= 0 for i in row) >= 3  # 4 groups, nearly all with a hard negative
         assert extra.shape[0] == sum(i >= 0 for i in row)

@@ -83,3 +83,22 @@ def clip_match_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, group: int,
     logits = scale * image_emb.float() @ captions.t()
     target = torch.arange(n, device=image_emb.device) // group
     return F.cross_entropy(logits, target)
+
+
+def jitter(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random shift and zoom per image, differentiable in the images (bilinear resampling, border
+    pixels repeated). Shifts up to `strength` of half the image size, zoom in [1 - strength,
+    1 + strength]. Used on fakes before the text encoder's image tower, so that the generator
+    must satisfy the matching loss with what survives small moves and resampling, not with
+    pixel-exact patterns the tower happens to read.
+    """
+    if strength <= 0:
+        return images
+    n = images.shape[0]
+    u = torch.rand(n, 3, generator=generator).to(images.device) * 2 - 1  # [-1, 1)
+    scale = 1 + strength * u[:, 0]
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = strength * u[:, 1:]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(images.dtype)
