@@ -72,9 +72,8 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
     D.eval()
 
     by_named: dict[frozenset, int] = {}
-    for i, ids in enumerate(table.per_image):
-        for c, named in zip(ids, dataset.caption_attributes(i)):
-            by_named.setdefault(frozenset(named.items()), c)
+    for c, named in enumerate(table.named_attributes(dataset)):
+        by_named.setdefault(frozenset(named.items()), c)
     pixels = dataset.images(cfg.model.res1 if stage == 1 else cfg.model.res2)
     group = cfg.train.group_size if cfg.train.batch_size % cfg.train.group_size == 0 else 1
     unit_text = torch.nn.functional.normalize(emb.float(), dim=1)

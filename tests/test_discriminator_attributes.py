@@ -69,3 +69,25 @@ def test_bad_inputs(run, tmp_path, capsys):
         (stage1_only / "checkpoints").mkdir(parents=True)
         (stage1_only / "config.yaml").write_text((run / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
         measure(stage1_only, stage=2, images=4)
+
+
+def test_a_run_on_another_data_set_or_without_discriminator_weights(run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from stackgan.config import ConfigError
+
+    folder = tmp_path / "folder_run"
+    shutil.copytree(run, folder)
+    cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    cfg["data"].update(name="folder", path=str(tmp_path))
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs the attributes of the built-in shapes data set"):
+        measure(folder, images=4)
+    no_d = tmp_path / "no_d"
+    shutil.copytree(run, no_d)
+    for f in (no_d / "checkpoints").glob("stage2-step*/model_1.safetensors"):
+        f.unlink()
+    with pytest.raises(SystemExit, match="holds no discriminator weights"):
+        measure(no_d, stage=2, images=4)

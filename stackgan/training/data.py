@@ -38,6 +38,15 @@ class CaptionTable:
             per_image.append(row)
         return cls(list(ids), per_image)
 
+    def named_attributes(self, dataset) -> list[dict[str, str]]:
+        """Per caption id, the attributes it names (data sets with `caption_attributes`, e.g. `shapes`)."""
+        named: list[dict[str, str] | None] = [None] * len(self.texts)
+        for i, ids in enumerate(self.per_image):
+            for c, a in zip(ids, dataset.caption_attributes(i)):
+                if named[c] is None:
+                    named[c] = a
+        return named
+
 
 class GroupSampler:
     """Deterministic grouped batches of (image index, caption id) keys."""
@@ -118,13 +127,13 @@ class GroupSampler:
         if hasattr(self, "caption_emb"):
             return
         self.caption_emb = torch.nn.functional.normalize(self.embeddings.float(), dim=1)
-        self.caption_named: list[dict[str, str] | None] = [None] * len(self.table.texts)
-        self.caption_owner = [0] * len(self.table.texts)
-        for i, ids in enumerate(self.table.per_image):
-            named = self.dataset.caption_attributes(i) if self.exact else [None] * len(ids)
-            for c, a in zip(ids, named):
-                if self.caption_named[c] is None:
-                    self.caption_named[c], self.caption_owner[c] = a, i
+        if self.exact:
+            self.caption_named = self.table.named_attributes(self.dataset)
+        else:
+            self.caption_owner = [0] * len(self.table.texts)
+            for i, ids in reversed(list(enumerate(self.table.per_image))):  # the first image naming it wins
+                for c in ids:
+                    self.caption_owner[c] = i
 
     def _contradicts(self, own: int, other: int) -> bool:
         if self.exact:
