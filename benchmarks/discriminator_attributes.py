@@ -48,7 +48,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
     from stackgan.data.shapes import ATTRIBUTES
     from stackgan.text import load_text_encoder
     from stackgan.training.data import CaptionTable
-    from stackgan.training.loop import build_models, caption_embeddings
+    from stackgan.training.loop import build_models, caption_embeddings, tower_channels
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
@@ -67,7 +67,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
     dataset = build_dataset(cfg.data, "train")
     table = CaptionTable.build(dataset)
     emb = caption_embeddings(cfg, encoder, dataset, table)
-    _, D = build_models(cfg, stage, encoder.dim)
+    _, D = build_models(cfg, stage, encoder.dim, tower_channels(cfg, encoder))
     D.load_state_dict(load_file(str(weights)))
     D.eval()
 
@@ -105,7 +105,8 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
             for s in range(0, n, chunk):
                 e = min(s + chunk, n)
                 real = pixels[idx[s:e]].float() / 127.5 - 1
-                out = D(emb[own[s:e]], real=real, wrong_text=emb[changed[s:e]], group=group)
+                tower = ({"real_tower": encoder.image_map(real, cfg.model.d_tower_block)} if cfg.model.d_tower else {})
+                out = D(emb[own[s:e]], real=real, wrong_text=emb[changed[s:e]], group=group, **tower)
                 own_logit.append(out["real"])
                 changed_logit.append(out["wrong"])
         a, b = torch.cat(own_logit), torch.cat(changed_logit)

@@ -63,6 +63,10 @@ class ModelConfig:
     mbstd_group: int = 4  # group size of minibatch stddev when mbd_scope=batch
     d_norm: str = "batch"  # batch (StackGAN) | spectral (no batch norm; spectral norm on every D layer)
     d_cond: str = "concat"  # concat (StackGAN: text tiled and concatenated) | projection (Miyato & Koyama 2018)
+    # Both discriminators also read the text encoder's frozen image tower: its feature map after
+    # block d_tower_block (negative: from the end), pooled to 4x4, joined to their own features.
+    d_tower: bool = False
+    d_tower_block: int = -1
 
 
 @dataclass
@@ -87,6 +91,7 @@ class TrainConfig:
     hard_negatives: float = 0.0
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # no | bf16 | auto (bf16 where the hardware has native bf16 units)
+    channels_last: bool = True  # channels_last memory format for G, D and the images (faster convolutions)
     seed: int = 0
     log_every: int = 50
     snapshot_every: int = 1000  # sample grid from the EMA generator

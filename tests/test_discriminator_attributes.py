@@ -91,3 +91,10 @@ def test_a_run_on_another_data_set_or_without_discriminator_weights(run, tmp_pat
         f.unlink()
     with pytest.raises(SystemExit, match="holds no discriminator weights"):
         measure(no_d, stage=2, images=4)
+
+
+def test_a_discriminator_that_reads_the_image_tower(tmp_path):
+    folder = tmp_path / "run"
+    train(load_config(ROOT / "configs" / "shapes-tiny.yaml", [*SMALL, "train.stages=[1]", "model.d_tower=true"]), folder)
+    res = measure(folder, stage=1, images=8)
+    assert all(r["pairs"] == 8 and 0.0 <= r["own_wins"] <= 1.0 for r in res["attributes"].values())

@@ -237,6 +237,8 @@ def test_minibatch_stddev():
     assert out[:4, 3].abs().max() < 1e-3
     assert out[4:, 3].min() > 0.1
     assert torch.allclose(out[4:, 3], out[4, 3].expand(4, 4, 4))  # one constant map per group
+    # channels_last input (the training loop's layout): the same features
+    torch.testing.assert_close(layer(y.contiguous(memory_format=torch.channels_last), 4), out)
 
 
 # ------------------------------------------------------------------ real and fake are never mixed
@@ -422,3 +424,44 @@ def test_projection_head_logit_is_affine_in_the_text_embedding():
     assert torch.allclose(diff, expected, atol=1e-5)
     with pytest.raises(ValueError, match="cond must be"):
         DiscriminatorHead(8, TEXT_DIM, 6, cond="attention")
+
+
+# ------------------------------------------------------------------ the image-tower branch of D
+@pytest.mark.parametrize("stage", [1, 2])
+def test_discriminator_tower_branch_reads_the_tower_features(stage):
+    torch.manual_seed(0)
+    res = 16 if stage == 1 else 32
+    cls = Stage1Discriminator if stage == 1 else Stage2Discriminator
+    d = cls(TEXT_DIM, cond_dim=6, df=4, resolution=res, minibatch="mbstd", norm="spectral", cond="projection",
+            tower_channels=5).eval()
+    text, real, fake = _text(4), _images(4, res), _images(4, res, 2)
+    tower = torch.randn(4, 5, 4, 4, requires_grad=True)
+    out = d(text, fake=fake, group=2, fake_tower=tower)
+    out["fake"].sum().backward()
+    assert tower.grad is not None and tower.grad.abs().sum() > 0  # the generator is trained through it
+    with torch.no_grad():
+        other = d(text, fake=fake, group=2, fake_tower=tower + 1)
+        assert not torch.allclose(other["fake"], out["fake"])  # the logit depends on the tower features
+        same = d(text, real=real, fake=fake, group=2, real_tower=torch.randn(4, 5, 4, 4), fake_tower=tower)
+        torch.testing.assert_close(same["fake"], out["fake"], rtol=0, atol=0)  # real and fake still apart
+    with pytest.raises(ValueError, match="pass fake_tower"):
+        d(text, fake=fake, group=2)
+    plain = cls(TEXT_DIM, cond_dim=6, df=4, resolution=res, minibatch="mbstd")
+    with pytest.raises(ValueError, match="real_tower given, but this discriminator has no tower branch"):
+        plain(text, real=real, group=2, real_tower=torch.randn(4, 5, 4, 4))
+    with pytest.raises(ValueError, match="tower_channels must be >= 0"):
+        cls(TEXT_DIM, df=4, resolution=res, tower_channels=-1)
+
+
+def test_stage1_generator_lays_out_the_image_in_float32_under_bf16_autocast():
+    g = Stage1Generator(TEXT_DIM, z_dim=8, cond_dim=6, gf=4, resolution=16).eval()
+    dtypes = {}
+    g.fc.register_forward_hook(lambda m, i, o: dtypes.__setitem__("fc", o.dtype))
+    g.ups.register_forward_hook(lambda m, i, o: dtypes.__setitem__("ups", o.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img, mu, _ = g(_text(2), torch.randn(2, 8), torch.randn(2, 6))
+    assert dtypes == {"fc": torch.float32, "ups": torch.bfloat16}  # the rest still runs in bf16
+    assert mu.dtype == torch.float32
+    with torch.no_grad():
+        ref = g(_text(2), torch.randn(2, 8), torch.randn(2, 6))[0]
+    assert ref.dtype == torch.float32 and img.shape == ref.shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from stackgan.data.shapes import ShapesDataset
 from stackgan.text.train import _batch_drawer, attribute_readout, train_text_encoder
@@ -71,3 +72,18 @@ def test_resnet_tower_config_trains_and_reloads(shapes_300, tmp_path):
                              group_by=["colour", "background"], group_size=2)
     assert type(enc.model.visual).__name__ == "ModifiedResNet"
     assert enc.encode_images(shapes_300.images(64)[:2]).shape == (2, enc.dim)
+
+
+@pytest.mark.parametrize("model", ["shapes-clip-tiny", "shapes-clip-resnet"])  # a ViT tower and a ResNet tower
+def test_image_map_is_a_frozen_differentiable_4x4_feature_map(model):
+    from stackgan.text import load_text_encoder
+
+    torch.manual_seed(0)
+    enc = load_text_encoder(model)
+    images = (torch.rand(3, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    last, earlier = enc.image_map(images, -1), enc.image_map(images, 0)
+    assert last.shape[0] == 3 and last.shape[2:] == (4, 4) and earlier.shape[2:] == (4, 4)
+    last.square().sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.model.parameters())  # the tower's weights stay frozen
+    torch.testing.assert_close(enc.image_map(images.detach()[:1], -1), last[:1].detach(), rtol=1e-4, atol=1e-5)

@@ -430,6 +430,66 @@ def test_clip_weight_needs_an_image_tower(tmp_path, monkeypatch):
         train(stage1_cfg("train.max_steps=1", "train.clip_weight=0.5"), tmp_path / "run")
 
 
+def test_d_tower_gives_both_discriminators_the_image_tower_features(tmp_path, monkeypatch):
+    from stackgan.text.encoder import TextEncoder
+
+    calls = []
+    real_map = TextEncoder.image_map
+
+    def spy(self, images, block=-2, side=4):
+        out = real_map(self, images, block, side)
+        calls.append((images.shape[-1], block, out.shape, out.requires_grad))
+        return out
+
+    monkeypatch.setattr(TextEncoder, "image_map", spy)
+    run = tmp_path / "run"
+    train(small_cfg("train.max_steps=2", "model.d_tower=true", "model.d_tower_block=0"), run)
+    steps = [c for c in calls if c[2][0] == 8]  # the batches (the others: 2-image probes of the channel count)
+    # per step: real and fake for D (no gradient), fake for G (with gradient); stage I at 16 px, II at 32
+    expected = [(res, 0, grad) for res in (16, 32) for _ in range(2) for grad in (False, False, True)]
+    assert [(r, b, g) for r, b, _, g in steps] == expected
+    assert all(s[2][2:] == (4, 4) for s in steps)
+    d1 = weights(run / "checkpoints" / "stage1-step00000002", "model_1.safetensors")
+    assert any(k.startswith("tower_in.") for k in d1)  # the branch's weights are trained and saved
+    calls.clear()
+    train(stage1_cfg("train.max_steps=1"), tmp_path / "plain")
+    assert calls == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.d_tower_block=9", "model.d_tower_block=9 does not name a block of the image tower"),
+    ("model.d_tower_block=-9", "model.d_tower_block=-9 does not name a block of the image tower"),
+])
+def test_d_tower_block_out_of_range(tmp_path, override, message):
+    from stackgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(stage1_cfg("train.max_steps=1", "model.d_tower=true", override), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_d_tower_needs_an_image_tower(tmp_path, monkeypatch):
+    from stackgan.config import ConfigError
+    from stackgan.text.encoder import TextEncoder
+
+    monkeypatch.setattr(TextEncoder, "has_image_tower", property(lambda self: False))
+    with pytest.raises(ConfigError, match="model.d_tower needs a text encoder with an image tower"):
+        train(stage1_cfg("train.max_steps=1", "model.d_tower=true"), tmp_path / "run")
+
+
+def test_channels_last_trains_the_same_model_as_the_default_layout(tmp_path):
+    """train.channels_last changes the memory layout only: both stages' exported weights agree
+    with a run in the default layout up to float rounding, and save to safetensors."""
+    runs = {}
+    for flag in ("true", "false"):
+        runs[flag] = train(small_cfg("train.max_steps=2", f"train.channels_last={flag}"), tmp_path / flag)
+    for stage in ("stage1", "stage2"):
+        a, b = weights(runs["true"] / stage), weights(runs["false"] / stage)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=f"{stage} {k}")
+
+
 def test_ema_update_is_a_lerp_of_every_parameter_and_a_copy_of_every_buffer():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))

@@ -102,6 +102,19 @@ class MatchingDiscriminator(nn.Module):
 
     encoder: nn.Module
     head: DiscriminatorHead
+    tower_in: nn.Module | None  # set by _tower_branch
+
+    def _tower_branch(self, tower_channels: int, channels: int) -> int:
+        """With `tower_channels` > 0 the discriminator also reads a frozen image tower's 4x4 feature
+        map (given to `forward`; as GALIP reads CLIP's): a 1x1 conv maps it to `channels`, added to
+        the encoder's own features. Returns the head's input channels."""
+        if tower_channels < 0:
+            raise ValueError(f"tower_channels must be >= 0, got {tower_channels}")
+        if tower_channels == 0:
+            self.tower_in = None
+            return channels
+        self.tower_in = nn.Sequential(nn.Conv2d(tower_channels, channels, 1), nn.LeakyReLU(0.2, True))
+        return channels
 
     def forward(
         self,
@@ -110,6 +123,8 @@ class MatchingDiscriminator(nn.Module):
         fake: torch.Tensor | None = None,
         wrong_text: torch.Tensor | None = None,
         group: int | None = None,
+        real_tower: torch.Tensor | None = None,
+        fake_tower: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Logits `[N]` for each pair it is given.
 
@@ -119,16 +134,26 @@ class MatchingDiscriminator(nn.Module):
             fake:       `[N, 3, R, R]` generated images, or None.
             wrong_text: `[N, D]` mismatched captions for `real` (needs `real`).
             group:      samples per minibatch group (None = the whole batch).
+            real_tower, fake_tower: `[N, C_tower, 4, 4]` the image tower's features of `real` and
+                        `fake`; required when the discriminator was built with a tower branch.
         Returns:
             keys among real, wrong, fake (conditional logits) and real_uncond, fake_uncond.
         """
         out: dict[str, torch.Tensor] = {}
-        for name, images in (("real", real), ("fake", fake)):
+        for name, images, tower in (("real", real, real_tower), ("fake", fake, fake_tower)):
             if images is None:
                 continue
             if images.dim() != 4 or images.shape[0] != text.shape[0]:
                 raise ValueError(f"{name} images must be [N, 3, R, R] with N = {text.shape[0]}, got {tuple(images.shape)}")
-            feats = self.head.image_features(self.encoder(images), group or images.shape[0])
+            h = self.encoder(images)
+            if self.tower_in is not None:
+                if tower is None:
+                    raise ValueError(f"this discriminator reads the image tower's features: pass {name}_tower "
+                                     f"([N, C, {h.shape[2]}, {h.shape[3]}], TextEncoder.image_map of the {name} images)")
+                h = h + self.tower_in(tower)
+            elif tower is not None:
+                raise ValueError(f"{name}_tower given, but this discriminator has no tower branch (model.d_tower off)")
+            feats = self.head.image_features(h, group or images.shape[0])
             out[name] = self.head.cond_logit(feats, text)
             if name == "real" and wrong_text is not None:
                 out["wrong"] = self.head.cond_logit(feats, wrong_text)

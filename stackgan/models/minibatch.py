@@ -69,7 +69,7 @@ class MinibatchStdDev(nn.Module):
         """x `[N, C, H, W]` -> `[N, C + 1, H, W]`."""
         n, _, h, w = x.shape
         g = _check_group(n, n if group is None else group)
-        y = x.float().view(n // g, g, -1)  # [G, g, C*H*W]
+        y = x.float().reshape(n // g, g, -1)  # [G, g, C*H*W]
         std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # [G]
         feat = std.repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
         return torch.cat([x, feat], dim=1)

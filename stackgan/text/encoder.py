@@ -131,6 +131,10 @@ class TextEncoder:
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] `[N, 3, H, W]` -> unit-norm embeddings `[N, D]`, differentiable in the
         images (the tower's own weights stay frozen): the generator's text-image matching loss."""
+        return self.model.encode_image(self._tower_input(images), normalize=True)
+
+    def _tower_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the tower's input: resized to its side, CLIP-normalised."""
         size = self.model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         x = (images.float() + 1.0) / 2.0
@@ -138,8 +142,24 @@ class TextEncoder:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         mean = torch.tensor(CLIP_MEAN, device=x.device)
         std = torch.tensor(CLIP_STD, device=x.device)
-        x = (x - mean[:, None, None]) / std[:, None, None]
-        return self.model.encode_image(x, normalize=True)
+        return (x - mean[:, None, None]) / std[:, None, None]
+
+    def image_map(self, images: torch.Tensor, block: int = -2, side: int = 4) -> torch.Tensor:
+        """Images in [-1, 1] `[N, 3, H, W]` -> the image tower's feature map after `block` (an index
+        into its blocks, negative from the end; open_clip's `forward_intermediates`), average-pooled
+        (or, when smaller, repeated) to `side x side`: `[N, C, side, side]`. Differentiable in the
+        images; the tower's weights stay frozen. What a discriminator on the tower's features sees."""
+        if not self.has_image_tower:
+            raise ValueError(f"{self.identity.short()} has no image tower (a text-only encoder)")
+        visual = self.model.visual
+        if not hasattr(visual, "forward_intermediates"):
+            raise ValueError(f"the image tower of {self.identity.short()} ({type(visual).__name__}) cannot return "
+                             "intermediate feature maps (open_clip's forward_intermediates)")
+        x = visual.forward_intermediates(self._tower_input(images), indices=[block], stop_early=True,
+                                         intermediates_only=True)["image_intermediates"][0]
+        if x.shape[-1] >= side:
+            return torch.nn.functional.adaptive_avg_pool2d(x, side)
+        return torch.nn.functional.interpolate(x, size=(side, side), mode="nearest")
 
     @property
     def logit_scale(self) -> float:

@@ -60,17 +60,39 @@ class RunContext:
 
 
 # ------------------------------------------------------------------ building blocks
-def build_models(cfg: Config, stage: int, text_dim: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The stage's generator and discriminator; `tower_channels` (see `tower_channels`) when
+    `model.d_tower` is on."""
     m = cfg.model
+    if m.d_tower and tower_channels < 1:
+        raise ValueError("model.d_tower needs tower_channels, the channels of the image tower's feature map "
+                         "(stackgan.training.loop.tower_channels(cfg, encoder))")
+    tower_channels = tower_channels if m.d_tower else 0
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1)
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond)
+                                m.d_norm, m.d_cond, tower_channels)
     else:
         g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond)
+                                m.d_norm, m.d_cond, tower_channels)
     return g, d
+
+
+def tower_channels(cfg: Config, encoder: TextEncoder) -> int:
+    """Channels of the image-tower feature map the discriminators read (`model.d_tower`), else 0."""
+    if not cfg.model.d_tower:
+        return 0
+    if not encoder.has_image_tower:
+        raise ConfigError(f"model.d_tower needs a text encoder with an image tower (a full CLIP model); "
+                          f"{encoder.identity.short()} has none: set model.d_tower=false")
+    try:
+        with torch.no_grad():
+            probe = torch.zeros(2, 3, cfg.model.res1, cfg.model.res1, device=encoder.device)
+            return int(encoder.image_map(probe, cfg.model.d_tower_block).shape[1])
+    except (AssertionError, IndexError, ValueError) as e:  # open_clip asserts on an index out of range
+        raise ConfigError(f"model.d_tower_block={cfg.model.d_tower_block} does not name a block of the image tower "
+                          f"of {encoder.identity.short()}: {e}") from e
 
 
 def step_generator(seed: int, stage: int, step: int, rank: int) -> torch.Generator:
@@ -241,7 +263,9 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
         if not encoder.has_image_tower:
             raise ConfigError(f"train.clip_weight needs a text encoder with an image tower (a full CLIP model); "
                               f"{encoder.identity.short()} has none: set train.clip_weight=0")
-        encoder.to(device)  # the matching loss runs fake images through its (frozen) image tower
+    if cfg.train.clip_weight > 0 or cfg.model.d_tower:
+        tower_channels(cfg, encoder)  # a bad model.d_tower_block fails here, before any training
+        encoder.to(device)  # the matching loss and the discriminators run images through its (frozen) image tower
     # Fixed captions for the sample grid: held-out captions when the data set has a test split.
     try:
         grid_source = build_dataset(cfg.data, "test") if cfg.data.name == "shapes" else dataset
@@ -329,10 +353,14 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     device = acc.device
     max_steps = t.stage2_steps if (stage == 2 and t.stage2_steps) else t.max_steps
     torch.manual_seed(t.seed + stage)  # initial weights are a function of the seed (same on every rank)
-    G, D = build_models(cfg, stage, ctx.encoder.dim)
+    G, D = build_models(cfg, stage, ctx.encoder.dim, tower_channels(cfg, ctx.encoder))
     g1 = None
     if stage == 2:
         g1 = _frozen_stage1(ctx).to(device)
+    layout = torch.channels_last if t.channels_last else torch.contiguous_format
+    G, D = G.to(memory_format=layout), D.to(memory_format=layout)
+    if g1 is not None:
+        g1 = g1.to(memory_format=layout)
     if ctx.init is not None and checkpoint is None:
         start = ctx.init.stage1 if stage == 1 else ctx.init.stage2
         if start is not None:
@@ -374,7 +402,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     D.train()
     for images, caps in loader:
         # Batch
-        real = to_float(images).to(device)
+        real = to_float(images).to(device).contiguous(memory_format=layout)
         text = ctx.embeddings[caps.to(device)]
         wrong = text.roll(t.group_size, dims=0)  # the next group's caption
         hard = None
@@ -401,9 +429,14 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             fake, mu, logvar = G(low, text, eps)
 
         # D step
+        tower = {}
+        if cfg.model.d_tower:
+            with torch.no_grad():
+                tower = {"real_tower": ctx.encoder.image_map(real, cfg.model.d_tower_block),
+                         "fake_tower": ctx.encoder.image_map(fake.detach(), cfg.model.d_tower_block)}
         if toggle_d:
             D.requires_grad_(True)
-        out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group)
+        out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group, **tower)
         loss_d = d_loss(out_d, t.loss)
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
@@ -414,7 +447,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         # G step
         if toggle_d:
             D.requires_grad_(False)
-        out_g = D(text, fake=fake, group=group)
+        if cfg.model.d_tower:
+            tower = {"fake_tower": ctx.encoder.image_map(fake, cfg.model.d_tower_block)}
+        out_g = D(text, fake=fake, group=group, **tower)
         kl = kl_loss(mu, logvar)
         loss_g = g_loss(out_g, t.loss) + t.kl_weight * kl
         if t.mode_seeking > 0:
