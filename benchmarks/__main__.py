@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_json
 from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
 from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
 from stackgan.optimize import bf16_available, fold_batchnorm
 from stackgan.pipeline import StackGANPipeline
 from stackgan.training.losses import d_loss, g_loss, kl_loss
-from benchmarks import write_json
 
 PAPER = {"z_dim": 100, "cond_dim": 128, "gf": 128, "df": 64, "res_blocks": 4, "res1": 64, "res2": 256, "text_dim": 512}
 

@@ -24,6 +24,7 @@ import torch
 
 from benchmarks import write_json
 
+
 def _checkpoint(run: Path, stage: int | None, name: str | None) -> tuple[Path, int]:
     from stackgan.training.checkpoint import CheckpointError, find_checkpoint
 
@@ -48,7 +49,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
     from stackgan.data.shapes import ATTRIBUTES
     from stackgan.text import load_text_encoder
     from stackgan.training.data import CaptionTable
-    from stackgan.training.loop import build_models, caption_embeddings, tower_channels
+    from stackgan.training.loop import build_models, caption_embeddings, d_tower_channels
 
     run = Path(run)
     if not (run / "config.yaml").is_file():
@@ -67,7 +68,7 @@ def measure(run: Path, stage: int | None = None, checkpoint: str | None = None, 
     dataset = build_dataset(cfg.data, "train")
     table = CaptionTable.build(dataset)
     emb = caption_embeddings(cfg, encoder, dataset, table)
-    _, D = build_models(cfg, stage, encoder.dim, tower_channels(cfg, encoder))
+    _, D = build_models(cfg, stage, encoder.dim, d_tower_channels(cfg, encoder))
     D.load_state_dict(load_file(str(weights)))
     D.eval()
 

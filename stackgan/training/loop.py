@@ -61,12 +61,12 @@ class RunContext:
 
 # ------------------------------------------------------------------ building blocks
 def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The stage's generator and discriminator; `tower_channels` (see `tower_channels`) when
+    """The stage's generator and discriminator; `tower_channels` (see `d_tower_channels`) when
     `model.d_tower` is on."""
     m = cfg.model
     if m.d_tower and tower_channels < 1:
         raise ValueError("model.d_tower needs tower_channels, the channels of the image tower's feature map "
-                         "(stackgan.training.loop.tower_channels(cfg, encoder))")
+                         "(stackgan.training.loop.d_tower_channels(cfg, encoder))")
     tower_channels = tower_channels if m.d_tower else 0
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1)
@@ -79,7 +79,7 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
     return g, d
 
 
-def tower_channels(cfg: Config, encoder: TextEncoder) -> int:
+def d_tower_channels(cfg: Config, encoder: TextEncoder) -> int:
     """Channels of the image-tower feature map the discriminators read (`model.d_tower`), else 0."""
     if not cfg.model.d_tower:
         return 0
@@ -264,7 +264,7 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
             raise ConfigError(f"train.clip_weight needs a text encoder with an image tower (a full CLIP model); "
                               f"{encoder.identity.short()} has none: set train.clip_weight=0")
     if cfg.train.clip_weight > 0 or cfg.model.d_tower:
-        tower_channels(cfg, encoder)  # a bad model.d_tower_block fails here, before any training
+        d_tower_channels(cfg, encoder)  # a bad model.d_tower_block fails here, before any training
         encoder.to(device)  # the matching loss and the discriminators run images through its (frozen) image tower
     # Fixed captions for the sample grid: held-out captions when the data set has a test split.
     try:
@@ -353,7 +353,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     device = acc.device
     max_steps = t.stage2_steps if (stage == 2 and t.stage2_steps) else t.max_steps
     torch.manual_seed(t.seed + stage)  # initial weights are a function of the seed (same on every rank)
-    G, D = build_models(cfg, stage, ctx.encoder.dim, tower_channels(cfg, ctx.encoder))
+    G, D = build_models(cfg, stage, ctx.encoder.dim, d_tower_channels(cfg, ctx.encoder))
     g1 = None
     if stage == 2:
         g1 = _frozen_stage1(ctx).to(device)
