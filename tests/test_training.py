@@ -468,6 +468,16 @@ def test_d_tower_block_out_of_range(tmp_path, override, message):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_build_models_with_d_tower_needs_the_tower_channels():
+    cfg = stage1_cfg("model.d_tower=true")
+    with pytest.raises(ValueError, match="model.d_tower needs tower_channels"):
+        loop.build_models(cfg, 1, 16)
+    _, d = loop.build_models(cfg, 1, 16, tower_channels=5)
+    assert d.tower_in is not None
+    _, plain = loop.build_models(stage1_cfg(), 1, 16, tower_channels=5)  # ignored when d_tower is off
+    assert plain.tower_in is None
+
+
 def test_d_tower_needs_an_image_tower(tmp_path, monkeypatch):
     from stackgan.config import ConfigError
     from stackgan.text.encoder import TextEncoder
