@@ -436,7 +436,7 @@ def test_d_tower_gives_both_discriminators_the_image_tower_features(tmp_path, mo
     calls = []
     real_map = TextEncoder.image_map
 
-    def spy(self, images, block=-2, side=4):
+    def spy(self, images, block=-1, side=4):
         out = real_map(self, images, block, side)
         calls.append((images.shape[-1], block, out.shape, out.requires_grad))
         return out

@@ -104,17 +104,14 @@ class MatchingDiscriminator(nn.Module):
     head: DiscriminatorHead
     tower_in: nn.Module | None  # set by _tower_branch
 
-    def _tower_branch(self, tower_channels: int, channels: int) -> int:
+    def _tower_branch(self, tower_channels: int, channels: int) -> None:
         """With `tower_channels` > 0 the discriminator also reads a frozen image tower's 4x4 feature
-        map (given to `forward`; as GALIP reads CLIP's): a 1x1 conv maps it to `channels`, added to
-        the encoder's own features. Returns the head's input channels."""
+        map (given to `forward`; as GALIP reads CLIP's): a 1x1 conv maps it to the encoder's
+        `channels`, added to the encoder's own features."""
         if tower_channels < 0:
             raise ValueError(f"tower_channels must be >= 0, got {tower_channels}")
-        if tower_channels == 0:
-            self.tower_in = None
-            return channels
-        self.tower_in = nn.Sequential(nn.Conv2d(tower_channels, channels, 1), nn.LeakyReLU(0.2, True))
-        return channels
+        self.tower_in = (nn.Sequential(nn.Conv2d(tower_channels, channels, 1), nn.LeakyReLU(0.2, True))
+                         if tower_channels else None)
 
     def forward(
         self,

@@ -94,7 +94,8 @@ class Stage1Discriminator(MatchingDiscriminator):
             layers.append(down_block(ch, out, bn=bn and k > 0))
             ch = out
         self.encoder = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(self._tower_branch(tower_channels, ch), text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False,
+        self._tower_branch(tower_channels, ch)
+        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False,
                                        norm=norm, cond=cond)
         init_weights(self)
         if norm == "spectral":

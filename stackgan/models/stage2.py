@@ -99,7 +99,8 @@ class Stage2Discriminator(MatchingDiscriminator):
             layers += [conv3x3(ch, out), *([nn.BatchNorm2d(out)] if bn else []), nn.LeakyReLU(0.2, True)]
             ch = out
         self.encoder = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(self._tower_branch(tower_channels, ch), text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True,
+        self._tower_branch(tower_channels, ch)
+        self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True,
                                        norm=norm, cond=cond)
         init_weights(self)
         if norm == "spectral":

@@ -144,7 +144,7 @@ class TextEncoder:
         std = torch.tensor(CLIP_STD, device=x.device)
         return (x - mean[:, None, None]) / std[:, None, None]
 
-    def image_map(self, images: torch.Tensor, block: int = -2, side: int = 4) -> torch.Tensor:
+    def image_map(self, images: torch.Tensor, block: int = -1, side: int = 4) -> torch.Tensor:
         """Images in [-1, 1] `[N, 3, H, W]` -> the image tower's feature map after `block` (an index
         into its blocks, negative from the end; open_clip's `forward_intermediates`), average-pooled
         (or, when smaller, repeated) to `side x side`: `[N, C, side, side]`. Differentiable in the
