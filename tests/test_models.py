@@ -239,6 +239,14 @@ def test_minibatch_stddev():
     assert torch.allclose(out[4:, 3], out[4, 3].expand(4, 4, 4))  # one constant map per group
     # channels_last input (the training loop's layout): the same features
     torch.testing.assert_close(layer(y.contiguous(memory_format=torch.channels_last), 4), out)
+    # the written-out variance matches torch's population std, values and gradients
+    y.requires_grad_(True)
+    ref = (y.reshape(2, 4, -1).var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # [2]
+    (g_ref,) = torch.autograd.grad(ref.sum(), y)
+    got = layer(y, 4)[::4, 3, 0, 0]
+    (g_got,) = torch.autograd.grad(got.sum(), y)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(g_got, g_ref)
 
 
 # ------------------------------------------------------------------ real and fake are never mixed
@@ -465,3 +473,15 @@ def test_stage1_generator_lays_out_the_image_in_float32_under_bf16_autocast():
     with torch.no_grad():
         ref = g(_text(2), torch.randn(2, 8), torch.randn(2, 6))[0]
     assert ref.dtype == torch.float32 and img.shape == ref.shape
+
+
+def test_stage2_generator_conditions_in_float32_under_bf16_autocast():
+    g = Stage2Generator(TEXT_DIM, cond_dim=6, gf=4, res_blocks=1, res_in=16, resolution=32).eval()
+    dtypes = {}
+    g.ca.register_forward_hook(lambda m, i, o: dtypes.__setitem__("ca", o[0].dtype))
+    g.res.register_forward_hook(lambda m, i, o: dtypes.__setitem__("res", o.dtype))
+    low = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img, mu, _ = g(low, _text(2), torch.randn(2, 6))
+    assert dtypes == {"ca": torch.float32, "res": torch.bfloat16}  # the residual blocks still run in bf16
+    assert mu.dtype == torch.float32 and img.shape == (2, 3, 32, 32)
