@@ -18,7 +18,7 @@ a mode is captured when it is the nearest mean of >= 1 HQ sample; reverse KL = K
 the mode histogram of the HQ samples. Writes DIR/results.json (per-seed figures, mean +- standard error, full
 protocol), DIR/<variant>.png (training snapshots of seed 0, ring and grid), DIR/table.md (published rows beside ours)
 and DIR/log.txt. Each run is seeded (seed s: torch.manual_seed(s) for the weights, its own data and noise generator
-seeded with s, evaluation noise 10000 + s), so results reproduce. The runs of one variant (every data set and seed)
+seeded with s, evaluation noise 10000 + s), so results reproduce. The runs of one variant and data set (every seed)
 train side by side as one vectorised ensemble (torch.func.vmap over stacked weights; each run's losses, gradients and
 Adam moments stay its own), single-threaded in one of --workers processes: about 4x the throughput of one run at a time.
 """
@@ -488,8 +488,8 @@ def run_benchmark(out: Path, variants: list[str], seeds: int, proto: Protocol, w
     if seeds < 1:
         raise ValueError("--seeds must be >= 1")
     out.mkdir(parents=True, exist_ok=True)
-    # one vectorised ensemble per variant: every data set and seed trained side by side
-    jobs = [(v, [(d, s) for d in MIXTURES for s in range(seeds)], proto, threads) for v in variants]
+    # one vectorised ensemble per variant and data set: every seed trained side by side
+    jobs = [(v, [(d, s) for s in range(seeds)], proto, threads) for v in variants for d in MIXTURES]
     jobs.sort(key=lambda j: -COST[j[0]])  # slowest first, so that the workers finish together
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
