@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     result["text"] = bench_text(device, 128 if args.quick else 1024)
     write_json(out / "bench.json", result)
     print("reduced precision:", flush=True)
-    result["precision"] = bench_precision(device, 2 if args.quick else 64, 2 if args.quick else 8)
+    # 1,536 samples: on 512 the count of samples read differently moved by half a point from one seed to another
+    result["precision"] = bench_precision(device, 2 if args.quick else 192, 2 if args.quick else 8)
     result["wall_s"] = time.time() - t_start
     write_json(out / "bench.json", result)
     (out / "bench.md").write_text(to_markdown(result), encoding="utf-8")
