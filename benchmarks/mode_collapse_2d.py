@@ -20,7 +20,7 @@ protocol), DIR/<variant>.png (training snapshots of seed 0, ring and grid), DIR/
 and DIR/log.txt. Each run is seeded (seed s: torch.manual_seed(s) for the weights, its own data and noise generator
 seeded with s, evaluation noise 10000 + s), so results reproduce. The runs of one variant and data set (every seed)
 train side by side as one vectorised ensemble (torch.func.vmap over stacked weights; each run's losses, gradients and
-Adam moments stay its own), single-threaded in one of --workers processes: about 4x the throughput of one run at a time.
+Adam moments stay its own), single-threaded in one of --workers processes.
 """
 
 from __future__ import annotations
@@ -302,13 +302,13 @@ def lr_factor(it: int, proto: Protocol) -> float:
     return 1.0 if it < start else 1.0 - (it - start) / max(1, proto.iters - start)
 
 
-def _stacked(modules: list[nn.Module]) -> tuple[nn.Module, dict[str, torch.Tensor], Any]:
-    """Independent modules of one architecture -> (a parameter-free copy, stacked leaf parameters [E, ...], a function
-    f(params, x [E, N, ...]) that runs member e's weights on x[e])."""
+def _stacked(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], Any]:
+    """Independent modules of one architecture -> (stacked leaf parameters [E, ...], a function f(params, x [E, N, ...])
+    that runs member e's weights on x[e])."""
     params, buffers = stack_module_state(modules)
-    base = copy.deepcopy(modules[0]).to("meta")
+    base = copy.deepcopy(modules[0]).to("meta")  # the architecture only; weights come from params
     batched = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
-    return base, params, lambda p, x: batched(p, buffers, x)
+    return params, lambda p, x: batched(p, buffers, x)
 
 
 def train_ensemble(variant: str, members: list[tuple[str, int]], proto: Protocol, threads: int = 1) -> list[dict[str, Any]]:
@@ -328,8 +328,8 @@ def train_ensemble(variant: str, members: list[tuple[str, int]], proto: Protocol
         g, d = build_models(variant, proto)
         gs.append(g)
         ds.append(d)
-    _, g_params, g_fn = _stacked(gs)
-    _, d_params, d_fn = _stacked(ds)
+    g_params, g_fn = _stacked(gs)
+    d_params, d_fn = _stacked(ds)
     g_eval = {k: v.detach().clone() for k, v in g_params.items()} if proto.ema > 0 else g_params  # scored weights
     opt_g = torch.optim.Adam(list(g_params.values()), lr=proto.lr_g, betas=proto.betas)
     opt_d = torch.optim.Adam(list(d_params.values()), lr=proto.lr_d, betas=proto.betas)
