@@ -128,3 +128,8 @@ def test_ensemble_members_train_as_they_would_alone(variant):
         np.testing.assert_allclose(run["samples"], alone["samples"], atol=2e-3)
     # the members really differ (different seeds, different data sets)
     assert not np.allclose(together[1]["samples"], together[2]["samples"], atol=1e-2)
+
+
+def test_empty_ensemble_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        mc.train_ensemble("gan", [], mc.Protocol())

@@ -56,10 +56,7 @@ class Stage2Generator(nn.Module):
         """low `[N, 3, res_in, res_in]`, text `[N, D]` -> (image `[N, 3, R, R]`, mu, logvar)."""
         if low.shape[1:] != (3, self.res_in, self.res_in):
             raise ValueError(f"stage I images must be [N, 3, {self.res_in}, {self.res_in}], got {tuple(low.shape)}")
-        # the conditioning stays in float32 under bf16 autocast, as stage I's (bundled model, 3 x 512 samples: the
-        # probe read 19 differently from float32 this way, 26 with it in bf16)
-        with torch.autocast(text.device.type, enabled=False):
-            c, mu, logvar = self.ca(text.float(), None if eps is None else eps.float(), noise_scale)
+        c, mu, logvar = self.ca(text, eps, noise_scale)  # float32 even under autocast
         h = self.encoder(low)  # [N, 4gf, res_in/4, res_in/4]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
         h = self.res(self.joint(torch.cat([h, c_map], dim=1)))
