@@ -74,6 +74,10 @@ class TrainConfig:
     stages: list[int] = field(default_factory=lambda: [1, 2])  # which stages to train, in order
     max_steps: int = 20000  # optimiser steps per stage
     stage2_steps: int = 0  # steps for stage II; 0 = max_steps
+    # Wall-clock budget per stage in minutes (0 = none): a stage that reaches it ends there as if
+    # that step were its last (checkpoint, sample grid, saved model), and training goes on.
+    max_minutes: float = 0.0
+    stage2_minutes: float = 0.0  # budget for stage II; 0 = max_minutes
     batch_size: int = 64  # images per batch per process (groups * group_size)
     group_size: int = 4  # samples per caption in a batch (1 = one sample per caption)
     lr_g: float = 2e-4
@@ -164,6 +168,8 @@ def validate(cfg: Config) -> Config:
         (t.stages in ([1], [2], [1, 2]), f"train.stages must be [1], [2] or [1, 2], got {t.stages}"),
         (t.max_steps >= 1, "train.max_steps must be >= 1"),
         (t.stage2_steps >= 0, "train.stage2_steps must be >= 0"),
+        (t.max_minutes >= 0, "train.max_minutes must be >= 0 (0 = no time limit)"),
+        (t.stage2_minutes >= 0, "train.stage2_minutes must be >= 0 (0 = train.max_minutes)"),
         (t.group_size >= 1, "train.group_size must be >= 1"),
         (t.batch_size >= 2, "train.batch_size must be >= 2 (mismatched pairs need two captions)"),
         (t.batch_size <= MAX_BATCH, f"train.batch_size must be <= {MAX_BATCH}, got {t.batch_size}"),

@@ -81,3 +81,13 @@ def test_two_processes_resume(ddp_run):
     last = run / "checkpoints" / "stage2-step00000003"
     assert meta(last)["step"] == 3 and meta(last)["num_processes"] == 2
     assert proc.stdout.count("pipeline written to") == 2
+
+
+def test_two_processes_stop_at_the_same_step_at_the_time_limit(tmp_path):
+    # A budget of 6 ms is spent at the first check (step 10): rank 0's clock ends the stage on both
+    # ranks there; a rank that stopped alone would leave the other waiting in a collective.
+    run = tmp_path / "run"
+    proc = torchrun(run, tmp_path / "cache", *SMALL, "train.stages=[1]", "train.max_steps=40", "train.max_minutes=0.0001")
+    assert "time limit of 0.0001 min reached at step 10 of 40" in (run / "train.log").read_text(encoding="utf-8")
+    assert meta(run / "checkpoints" / "stage1-step00000010")["num_processes"] == 2
+    assert proc.stdout.count("pipeline written to") == 2

@@ -511,3 +511,34 @@ def test_ema_update_is_a_lerp_of_every_parameter_and_a_copy_of_every_buffer():
         torch.testing.assert_close(pe, 0.9 * b + 0.1 * pm.detach())
     for be, bm in zip(ema.buffers(), model.buffers()):
         assert torch.equal(be, bm)
+
+
+def test_time_limit_ends_each_stage_early_and_training_goes_on(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    clock = iter(range(0, 10**6, 30))  # every reading of the clock is 30 s after the last
+    monkeypatch.setattr(loop, "_clock", lambda: float(next(clock)))
+    # Stage I: 1 minute (read at 0, then after steps 1-3 at 30, 60, 90 > 60: ends at step 3);
+    # stage II: 2 minutes (read at 120, then 150 ... 270 > 240: ends at step 5).
+    pipe_dir = train(small_cfg("train.max_steps=50", "train.max_minutes=1", "train.stage2_minutes=2"), run)
+    rows = metrics(run)
+    stage1 = [r["step"] for r in rows if r["stage"] == 1]
+    stage2 = [r["step"] for r in rows if r["stage"] == 2]
+    assert (stage1, stage2) == ([1, 2, 3], [1, 2, 3, 4, 5])
+    log_text = (run / "train.log").read_text(encoding="utf-8")
+    assert f"stage 1: time limit of 1 min reached at step {stage1[-1]} of 50" in log_text
+    assert f"stage 2: time limit of 2 min reached at step {stage2[-1]} of 50" in log_text
+    # Each stage ended as at its last step: checkpoint, saved model, exported pipeline.
+    assert latest_meta(run) == {**latest_meta(run), "stage": 2, "step": stage2[-1]}
+    assert (run / "stages" / "stage1" / "model.safetensors").exists()
+    StackGANPipeline.from_pretrained(pipe_dir)
+    # Resuming with the step count it reached finishes at once and exports the same weights.
+    before = weights(pipe_dir / "stage2")
+    train(small_cfg(f"train.max_steps={stage1[-1]}", f"train.stage2_steps={stage2[-1]}"), run, resume="latest")
+    assert_same_weights(before, weights(pipe_dir / "stage2"))
+
+
+def test_time_limit_must_not_be_negative():
+    from stackgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_minutes must be >= 0"):
+        small_cfg("train.max_minutes=-1")

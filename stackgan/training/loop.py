@@ -352,6 +352,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     cfg, acc, t = ctx.cfg, ctx.accelerator, ctx.cfg.train
     device = acc.device
     max_steps = t.stage2_steps if (stage == 2 and t.stage2_steps) else t.max_steps
+    minutes = t.stage2_minutes if (stage == 2 and t.stage2_minutes) else t.max_minutes
     torch.manual_seed(t.seed + stage)  # initial weights are a function of the seed (same on every rank)
     G, D = build_models(cfg, stage, ctx.encoder.dim, d_tower_channels(cfg, ctx.encoder))
     g1 = None
@@ -398,6 +399,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
 
     bar = tqdm(total=max_steps, initial=step, desc=f"stage {stage}", disable=not acc.is_local_main_process)
     t0, seen = time.time(), 0
+    deadline = _clock() + 60 * minutes if minutes else None
     G.train()
     D.train()
     for images, caps in loader:
@@ -471,6 +473,10 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         step += 1
         seen += real.shape[0] * acc.num_processes
         bar.update(1)
+        if deadline is not None and step < max_steps and _past(deadline, acc, step):
+            log.info("stage %d: time limit of %g min reached at step %d of %d; the stage ends here",
+                     stage, minutes, step, max_steps)
+            max_steps = step
 
         # Log
         if step % t.log_every == 0 or step == max_steps:
@@ -497,6 +503,8 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         # Checkpoint
         if step % t.checkpoint_every == 0 or step == max_steps:
             save_checkpoint(acc, ctx.out, stage, step, ema, cfg, ctx.encoder.identity.to_dict(), t.keep_checkpoints)
+        if step >= max_steps:
+            break
     bar.close()
 
     if acc.is_main_process:
@@ -504,6 +512,22 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
                        {"text_encoder": ctx.encoder.identity.to_dict()})
     acc.wait_for_everyone()
     acc.free_memory()
+
+
+_clock = time.monotonic  # the stages' time limits (a test replaces it)
+
+
+def _past(deadline: float, acc, step: int) -> bool:
+    """Whether the stage's time limit has passed; with several processes, rank 0's clock decides
+    (checked every 10 steps), so that every rank stops at the same step."""
+    if acc.num_processes == 1:
+        return _clock() > deadline
+    if step % 10:
+        return False
+    from accelerate.utils import broadcast
+
+    flag = torch.tensor([float(_clock() > deadline)], device=acc.device)
+    return bool(broadcast(flag, from_process=0).item())
 
 
 def _finite_or_handle(policy: str, stage: int, step: int, who: str, loss: torch.Tensor, grad_norm: float) -> bool:
