@@ -18,7 +18,13 @@ import torch
 from stackgan.data.shapes import ATTRIBUTES, ShapesDataset, render, sample_attributes
 from stackgan.metrics import MetricError, available, evaluate, get_metric
 from stackgan.metrics.probe import ProbeFeatures, load_probe
-from stackgan.metrics.shapes_bench import PROMPT_SET_VERSION, build_prompt_set, frechet_distances, load_prompt_set
+from stackgan.metrics.shapes_bench import (
+    PROMPT_SET_VERSION,
+    build_prompt_set,
+    faithfulness_scores,
+    frechet_distances,
+    load_prompt_set,
+)
 
 PROMPTS = {e["prompt"]: e["attributes"] for e in load_prompt_set()["prompts"]}
 FAST = {"real_pool_size": 2000}  # a smaller pool of real test images to search (the rest is rendered)
@@ -95,6 +101,25 @@ def test_faithfulness_is_high_for_real_images_and_low_for_gray():
     assert proto["feature_extractor"]["weights_sha256"] == load_probe()[1]["weights_sha256"]
 
 
+def test_confusion_counts_what_is_read_for_each_named_value():
+    prompts = [{"attributes": {"shape": "square", "colour": "red"}}, {"attributes": {"shape": "circle"}}]
+    shape, colour = list(ATTRIBUTES["shape"]), list(ATTRIBUTES["colour"])
+    # 3 samples per prompt: the squares read as square, star, star; the circles as circle x 3.
+    pred = {"shape": np.array([shape.index(v) for v in ("square", "star", "star", "circle", "circle", "circle")]),
+            "colour": np.array([colour.index("red")] * 3 + [colour.index("blue")] * 3)}
+    pred.update({a: np.zeros(6, dtype=np.int64) for a in ATTRIBUTES if a not in pred})
+    res = faithfulness_scores(pred, prompts, 3)
+    c = res["confusion"]["shape"]
+    assert c["values"] == shape
+    counts = np.array(c["counts"])
+    assert counts[shape.index("square"), shape.index("square")] == 1 and counts[shape.index("square"), shape.index("star")] == 2
+    assert counts[shape.index("circle"), shape.index("circle")] == 3 and counts.sum() == 6
+    # Only named readings count: the circle prompt names no colour, so its blue samples are not in the matrix.
+    assert np.array(res["confusion"]["colour"]["counts"]).sum() == 3
+    assert np.array(res["confusion"]["size"]["counts"]).sum() == 0
+    assert res["per_attribute"]["shape"] == pytest.approx(4 / 6)
+
+
 def test_diversity_of_a_generator_ignoring_its_noise_is_below_real():
     res = evaluate(FakeGenerator("collapsed"), ["diversity", "feature_diversity"], None,
                    {**FAST, "num_prompts": 20, "samples_per_prompt": 16})["metrics"]
@@ -124,7 +149,7 @@ def test_eval_cli_on_tiny_pipeline_writes_json_markdown_and_figure(tiny_pipeline
     rc = main(["eval", "--model", str(tiny_pipeline_dir), "--metrics", "faithfulness,diversity,probe_fid",
                "--out", str(out), "--num-prompts", "16", "--samples-per-prompt", "16", "--seed", "3"])
     assert rc == 0
-    for f in ("metrics.json", "metrics.md", "metrics.png"):
+    for f in ("metrics.json", "metrics.md", "metrics.png", "confusion.png"):
         assert (out / f).stat().st_size > 100
     report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     proto = report["metrics"]["probe_fid"]["protocol"]

@@ -11,7 +11,8 @@ feature extractor and its weights sha256, prompt-set version, probe accuracy), i
 of clean-fid: every preprocessing choice is named and recorded.
 
 `evaluate` writes `metrics.json`, `metrics.md` (model row + real ceiling row), `metrics.png`,
-and appends one JSON line to `metrics.jsonl` in `out_dir`.
+`confusion.png` (with faithfulness: what the probe reads for each named value), and appends one
+JSON line to `metrics.jsonl` in `out_dir`.
 
 The generator can be a `StackGANPipeline` or anything with the same call signature,
 `gen(prompts, num_images_per_prompt=K, seed=s, output_type="pt", stage=2).images` -> uint8
@@ -175,7 +176,8 @@ class EvalContext:
 
 def evaluate(pipe: Any, names: list[str] | str, out_dir: str | Path | None = None,
              options: EvalOptions | dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the named metrics on one set of samples; write metrics.json/.md/.png (+ .jsonl line) when out_dir is given.
+    """Run the named metrics on one set of samples; write metrics.json/.md/.png (+ .jsonl line, and confusion.png with
+    faithfulness) when out_dir is given.
 
     Returns {"model_id", "metrics": {name: result}, "options", "seconds", "table"}.
     Raises ValueError (MetricError) for unknown names, missing weights or too few samples, before generating.
@@ -207,6 +209,7 @@ def evaluate(pipe: Any, names: list[str] | str, out_dir: str | Path | None = Non
         (out / "metrics.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
         (out / "metrics.md").write_text(render_markdown(report), encoding="utf-8")
         render_figure(report, out / "metrics.png")
+        render_confusion(report, out / "confusion.png")
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({k: v for k, v in report.items() if k != "table"}, default=_json_default) + "\n")
     return report
@@ -277,6 +280,64 @@ def _per_attribute_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _confusion_tables(faith: dict[str, Any], model_id: str, below: float = 0.95) -> list[str]:
+    """Markdown confusion tables (share of each named value's samples read as each value) for the attributes the
+    model gets right less than `below` of the time; all five are in confusion.png."""
+    out = []
+    for a, c in faith["confusion"].items():
+        score = faith["per_attribute"].get(a)
+        if score is None or score >= below:
+            continue
+        vals, counts = c["values"], c["counts"]
+        out += [f"{a}: what the probe reads on {model_id}'s samples of prompts naming each {a} "
+                f"(share of the row; {sum(map(sum, counts))} readings):", "",
+                "| named \\ read | " + " | ".join(vals) + " |", "|---|" + "---:|" * len(vals)]
+        for v, row in zip(vals, counts):
+            n = sum(row)
+            out.append(f"| {v} | " + " | ".join(f"{x / n:.2f}" if n else "-" for x in row) + " |")
+        out.append("")
+    return out
+
+
+def render_confusion(report: dict[str, Any], path: str | Path) -> Path | None:
+    """confusion.png: per attribute, what the probe reads (columns) on samples of prompts naming each value (rows),
+    as shares of the row; None when the report has no faithfulness result."""
+    faith = report["metrics"].get("faithfulness", {}).get("model", {})
+    if "confusion" not in faith:
+        return None
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = faith["confusion"]
+    fig, axes = plt.subplots(1, len(conf), figsize=(3.3 * len(conf), 4.0), squeeze=False)
+    for ax, (a, c) in zip(axes[0], conf.items()):
+        counts = np.asarray(c["counts"], dtype=float)
+        share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+        ticks = range(len(c["values"]))
+        ax.set_xticks(ticks, c["values"], rotation=60, fontsize=6)
+        ax.set_yticks(ticks, c["values"], fontsize=6)
+        ax.set_xlabel("read by the probe", fontsize=7)
+        ax.set_ylabel("named in the prompt", fontsize=7)
+        score = faith["per_attribute"].get(a)
+        ax.set_title(f"{a} ({score:.2f} right)" if score is not None else a, fontsize=9)
+        if len(c["values"]) <= 10:
+            for i in ticks:
+                for j in ticks:
+                    if share[i, j] >= 0.05:
+                        ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                                color="white" if share[i, j] > 0.6 else "black")
+    fig.suptitle(f"{report['model_id']}: attributes named vs read ({_protocol_line(report)})", fontsize=9, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """metrics.md: the main table, per-attribute detail, what each column means, and the protocol."""
     m = report["metrics"]
@@ -285,6 +346,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     out = [f"# Evaluation of {report['model_id']}", "", render_table(report), ""]
     if "faithfulness" in m or "diversity" in m:
         out += ["Per attribute (diversity: over prompts that leave the attribute unnamed):", "", _per_attribute_table(report), ""]
+    if "confusion" in m.get("faithfulness", {}).get("model", {}):
+        out += _confusion_tables(m["faithfulness"]["model"], report["model_id"])
     out += ["Columns:", ""]
     for name, res in m.items():
         out.append(f"- `{name}`: {res.get('label', name)}")

@@ -234,23 +234,28 @@ def protocol(ctx: EvalContext, **extra: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- scores
 def faithfulness_scores(pred: dict[str, np.ndarray], prompts: list[dict[str, Any]], k: int) -> dict[str, Any]:
-    """Share of (sample, named attribute) pairs read back as named, overall and per attribute; share of samples all right."""
+    """Share of (sample, named attribute) pairs read back as named, overall and per attribute; share of samples all right;
+    per attribute a confusion matrix: counts[named value][value read] over the samples of prompts naming it."""
     hits = {a: 0 for a in ATTRIBUTES}
     total = {a: 0 for a in ATTRIBUTES}
+    confusion = {a: np.zeros((len(vals), len(vals)), dtype=np.int64) for a, vals in ATTRIBUTES.items()}
     all_right = 0
     for i, e in enumerate(prompts):
         sl = slice(i * k, (i + 1) * k)
         ok = np.ones(k, dtype=bool)
         for a, v in e["attributes"].items():
-            hit = pred[a][sl] == ATTRIBUTES[a].index(v)
+            named = ATTRIBUTES[a].index(v)
+            hit = pred[a][sl] == named
             hits[a] += int(hit.sum())
             total[a] += k
             ok &= hit
+            np.add.at(confusion[a][named], pred[a][sl], 1)
         all_right += int(ok.sum())
     n = sum(total.values())
     return {"overall": sum(hits.values()) / n if n else float("nan"),
             "all_named": all_right / (len(prompts) * k) if prompts else float("nan"),
             "per_attribute": {a: hits[a] / total[a] if total[a] else None for a in ATTRIBUTES},
+            "confusion": {a: {"values": list(ATTRIBUTES[a]), "counts": confusion[a].tolist()} for a in ATTRIBUTES},
             "readings": n}
 
 
