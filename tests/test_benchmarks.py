@@ -21,3 +21,22 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     q = r["precision"]
     assert q["samples"] == 4 and 0 <= q["mean_abs_diff_uint8"] < 255 and 0 <= q["probe_same_all_attributes"] <= 1
     assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "bf16 autocast" in md
+
+
+def test_tower_vs_probe_shares_and_a_run_on_a_tiny_pipeline(tiny_pipeline_dir, tmp_path):
+    import numpy as np
+
+    from benchmarks.tower_vs_probe import main as tvp_main
+    from benchmarks.tower_vs_probe import shares
+
+    # Named circle, circle, star; the tower reads circle, star, star; the probe circle, circle, circle.
+    s = shares(np.array([0, 0, 5]), np.array([0, 5, 5]), np.array([0, 0, 0]))
+    assert s["circle"] == {"n": 2, "tower": 0.5, "probe": 1.0} and s["star"] == {"n": 1, "tower": 1.0, "probe": 0.0}
+    assert s["all"]["tower"] == 2 / 3 and s["all"]["probe"] == 2 / 3 and "square" not in s
+    tvp_main(["--model", str(tiny_pipeline_dir), "--num-prompts", "24", "--samples-per-prompt", "2", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "tower_vs_probe.json").read_text(encoding="utf-8"))
+    n = 2 * r["prompts"]
+    assert 0 < r["prompts"] <= 24 and r["generated"]["all"]["n"] == n == r["real"]["all"]["n"]
+    assert sum(v["n"] for k, v in r["generated"].items() if k != "all") == n
+    assert r["real"]["all"]["probe"] > 0.9  # the probe reads real images (the tiny random tower reads them at chance)
+    assert "| all |" in (tmp_path / "tower_vs_probe.md").read_text(encoding="utf-8")
