@@ -330,12 +330,7 @@ def render_confusion(report: dict[str, Any], path: str | Path) -> Path | None:
                     if share[i, j] >= 0.05:
                         ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=5,
                                 color="white" if share[i, j] > 0.6 else "black")
-    fig.suptitle(f"{report['model_id']}: attributes named vs read ({_protocol_line(report)})", fontsize=9, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, f"{report['model_id']}: attributes named vs read ({_protocol_line(report)})", path)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -424,7 +419,14 @@ def render_figure(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_title(title, fontsize=9)
     handles = [matplotlib.patches.Patch(color=c) for c in colours]
     fig.legend(handles, [report["model_id"], REAL_ROW], loc="upper right", fontsize=8, ncol=2, frameon=False)
-    fig.suptitle(f"{report['model_id']} vs real images ({_protocol_line(report)})", fontsize=9, x=0.01, ha="left")
+    return _save_figure(fig, f"{report['model_id']} vs real images ({_protocol_line(report)})", path)
+
+
+def _save_figure(fig: Any, title: str, path: str | Path) -> Path:
+    """Title the figure at the top left, lay it out, save it as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     path = Path(path)
     fig.savefig(path, dpi=110)
