@@ -30,8 +30,7 @@ def read_shapes(images: torch.Tensor, encoder, probe) -> tuple[np.ndarray, np.nd
 
     captions = encoder.encode([f"there is a {s}" for s in SHAPES])
     tower = torch.cat([encoder.encode_images(x) for x in torch.split(images, 512)]) @ captions.T
-    probe_read = torch.cat([probe.predict(x)["shape"] for x in torch.split(images, 512)])
-    return tower.argmax(1).numpy(), probe_read.numpy()
+    return tower.argmax(1).numpy(), probe.predict(images)["shape"].numpy()  # the probe resizes to 64 px itself
 
 
 def shares(named: np.ndarray, tower: np.ndarray, probe: np.ndarray) -> dict[str, dict[str, float]]:
@@ -62,9 +61,6 @@ def tower_vs_probe(pipe, samples_per_prompt: int = 16, num_prompts: int | None =
     named = np.repeat([SHAPES.index(p["attributes"]["shape"]) for p in prompts], samples_per_prompt)
     images = torch.cat([pipe(texts[i:i + 16], num_images_per_prompt=samples_per_prompt, seed=seed + i, output_type="pt").images
                         for i in range(0, len(texts), 16)])  # fmt: skip
-    if images.shape[-1] != 64:  # the probe reads 64 px
-        images = torch.nn.functional.interpolate(images.float(), size=64, mode="bilinear", antialias=True)
-        images = images.round().clamp(0, 255).to(torch.uint8)
     generated = shares(named, *read_shapes(images, encoder, probe))
     real_ds = ShapesDataset(len(named), "test", seed=0, cache_dir="")
     real = torch.stack([real_ds.image(i, 64) for i in range(len(real_ds))])

@@ -40,3 +40,15 @@ def test_tower_vs_probe_shares_and_a_run_on_a_tiny_pipeline(tiny_pipeline_dir, t
     assert sum(v["n"] for k, v in r["generated"].items() if k != "all") == n
     assert r["real"]["all"]["probe"] > 0.9  # the probe reads real images (the tiny random tower reads them at chance)
     assert "| all |" in (tmp_path / "tower_vs_probe.md").read_text(encoding="utf-8")
+
+
+def test_tower_vs_probe_refuses_an_encoder_without_an_image_tower(monkeypatch):
+    import pytest
+    from conftest import make_tiny_pipeline
+
+    from benchmarks.tower_vs_probe import tower_vs_probe
+    from stackgan.text.encoder import TextEncoder
+
+    monkeypatch.setattr(TextEncoder, "has_image_tower", property(lambda self: False))
+    with pytest.raises(ValueError, match="has no image tower"):
+        tower_vs_probe(make_tiny_pipeline(), samples_per_prompt=2, num_prompts=4)
