@@ -157,20 +157,23 @@ class StackGANPipeline:
         self.precision = "fp32"
 
     def optimize(self, precision: str = "auto", fold_bn: bool = True, channels_last: bool = True,
-                 compile: bool = False) -> "StackGANPipeline":
+                 compile: bool = False, deconv: bool = True) -> "StackGANPipeline":
         """Use faster inference copies of the generators (the saved weights are untouched).
 
         Args:
-            precision:     "fp32", "bf16" (autocast), or "auto" (bf16 where the hardware has
-                           native bf16 units, else fp32).
+            precision:     "fp32", "bf16" (autocast, convolution weights stored in bf16), or
+                           "auto" (bf16 where the hardware has native bf16 units, else fp32).
             fold_bn:       fold batch norm into the convolutions.
             channels_last: channels_last memory format for the convolutions.
             compile:       `torch.compile` the generators (the first call of each batch shape
                            compiles, seconds to a minute); a failure to compile falls back to
                            eager with a warning.
-        Returns self; `pipe.optimize(precision="fp32", fold_bn=False, channels_last=False)` is the plain path.
+            deconv:        compute each nearest x2 upsampling + 3x3 convolution as one 4x4
+                           stride-2 transposed convolution (`stackgan.optimize.UpsampleConv`).
+        Returns self; `pipe.optimize(precision="fp32", fold_bn=False, channels_last=False, deconv=False)`
+        is the plain path.
         """
-        from .optimize import CompiledOrEager, bf16_available, fold_batchnorm
+        from .optimize import CompiledOrEager, bf16_available, optimize_generator
 
         if precision not in ("auto", "fp32", "bf16"):
             raise PipelineError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
@@ -181,11 +184,10 @@ class StackGANPipeline:
             if g is None:
                 mods.append(None)
                 continue
-            g = fold_batchnorm(g) if fold_bn else g
-            if channels_last:
-                g = g.to(memory_format=torch.channels_last)
+            g = optimize_generator(g, fold_bn=fold_bn, deconv=deconv, channels_last=channels_last,
+                                   bf16_weights=precision == "bf16")
             mods.append(CompiledOrEager(g) if compile else g)
-        self._fast = (mods[0], mods[1]) if (fold_bn or channels_last or compile) else None
+        self._fast = (mods[0], mods[1]) if (fold_bn or channels_last or compile or deconv or precision == "bf16") else None
         self.precision = precision
         return self
 

@@ -8,7 +8,7 @@ from conftest import make_tiny_pipeline
 
 from stackgan.models.stage1 import Stage1Generator
 from stackgan.models.stage2 import Stage2Generator
-from stackgan.optimize import bf16_available, fold_batchnorm
+from stackgan.optimize import UpsampleConv, bf16_available, fold_batchnorm, optimize_generator
 from stackgan.pipeline import PipelineError
 
 
@@ -83,3 +83,62 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     assert (plain.int() - fast.int()).abs().max() <= 1 and torch.equal(fast, again)
     assert pipe._fast[0].failed == "RuntimeError: C++ compiler not found"
     assert sum("torch.compile failed for Stage1Generator" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("side", [4, 8, 13])
+def test_upsample_conv_is_upsampling_then_conv(side):
+    torch.manual_seed(side)
+    conv = torch.nn.Conv2d(6, 5, 3, 1, 1, bias=True).double()
+    x = torch.randn(3, 6, side, side + 2, dtype=torch.float64)
+    ref = conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    fused = UpsampleConv(conv, min_side=8)
+    assert fused.weight.shape == (6, 5, 4, 4)
+    # sides under min_side keep the plain pair; the rest run as one transposed convolution
+    with torch.no_grad():
+        assert torch.allclose(fused(x), ref, atol=1e-12, rtol=0)
+        assert torch.allclose(UpsampleConv(conv, min_side=1)(x), ref, atol=1e-12, rtol=0)
+
+
+def test_upsample_conv_refuses_other_convolutions():
+    with pytest.raises(ValueError, match="3x3 convolution with stride 1 and padding 1"):
+        UpsampleConv(torch.nn.Conv2d(4, 4, 3, 1, 0))
+
+
+def test_deconv_upsampling_matches_the_generators():
+    torch.manual_seed(0)
+    text, z, eps = torch.randn(6, 32), torch.randn(6, 8), torch.randn(6, 8)
+    g1 = _trained_bn(Stage1Generator(32, z_dim=8, cond_dim=8, gf=4, resolution=32), text, z, eps)
+    low = torch.rand(6, 3, 32, 32) * 2 - 1
+    g2 = _trained_bn(Stage2Generator(32, cond_dim=8, gf=4, res_blocks=1, res_in=32, resolution=64), low, text, eps)
+    for g, args, n_up in ((g1, (text, z, eps), 3), (g2, (low, text, eps), 3)):
+        fast = optimize_generator(g)  # folded batch norm, transposed convolutions, channels_last
+        assert sum(isinstance(m, UpsampleConv) for m in fast.modules()) == n_up
+        assert not any(isinstance(m, torch.nn.Upsample) for m in fast.modules())
+        with torch.no_grad():
+            assert torch.allclose(g(*args)[0], fast(*args)[0], atol=1e-5)
+        assert any(isinstance(m, torch.nn.Upsample) for m in g.modules())  # the original is untouched
+
+
+@pytest.mark.skipif(not bf16_available(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_bf16_weights_are_stored_once_for_convolutions_only():
+    torch.manual_seed(0)
+    text, z, eps = torch.randn(8, 32), torch.randn(8, 8), torch.randn(8, 8)
+    g1 = _trained_bn(Stage1Generator(32, z_dim=8, cond_dim=8, gf=4, resolution=32), text, z, eps)
+    fast = optimize_generator(g1, bf16_weights=True)
+    convs = [m for m in fast.modules() if isinstance(m, (torch.nn.Conv2d, UpsampleConv))]
+    assert convs and all(p.dtype == torch.bfloat16 for m in convs for p in m.parameters())
+    # the conditioning and the first (linear) layer run outside autocast and stay float32
+    assert all(p.dtype == torch.float32 for m in fast.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fast(text, z, eps)[0].float()
+    with torch.no_grad():
+        ref = g1(text, z, eps)[0]
+    assert (got - ref).abs().mean() < 0.02  # bf16 rounding only (images in [-1, 1])
+
+
+def test_pipeline_plain_path_is_the_saved_generators():
+    pipe = make_tiny_pipeline()
+    plain = pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images
+    pipe.optimize(precision="fp32", fold_bn=False, channels_last=False, deconv=False)
+    assert pipe._fast is None
+    assert torch.equal(plain, pipe("a red circle", num_images_per_prompt=4, seed=3, output_type="pt").images)
