@@ -24,20 +24,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto (default): the optimised inference path (folded batch norm, transposed convolutions, "
+                        "bf16 where the hardware has native bf16 units); fp32: the saved float32 generators as they are")
     return p.parse_args(argv)
 
 
-def load_pipeline(path: str | None, role: str):
-    """Load a pipeline folder (None: the bundled model); a ValueError says what is wrong and how to fix it."""
+def load_pipeline(path: str | None, role: str, precision: str = "fp32"):
+    """Load a pipeline folder (None: the bundled model), `optimize`d unless precision is "fp32";
+    a ValueError says what is wrong and how to fix it."""
     from stackgan.pipeline import PipelineError, StackGANPipeline
     from stackgan.text.encoder import TextEncoderError
 
     try:
-        return StackGANPipeline.from_pretrained(path)
+        pipe = StackGANPipeline.from_pretrained(path)
     except (PipelineError, TextEncoderError) as e:
         hint = "" if path else (" The bundled model is missing from this install; pass a trained pipeline "
                                 "folder with --model RUN_DIR/pipeline.")
         raise ValueError(f"cannot load the {role} model: {str(e).rstrip('.')}.{hint}") from None
+    return pipe.optimize(precision=precision) if precision != "fp32" else pipe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,14 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --port must be in 0..65535, got {args.port}", file=sys.stderr)
         return 2
     try:
-        pipe = load_pipeline(args.model, "main")
-        other = load_pipeline(args.compare_model, "compare") if args.compare_model else None
+        pipe = load_pipeline(args.model, "main", args.precision)
+        other = load_pipeline(args.compare_model, "compare", args.precision) if args.compare_model else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from .ui import build_demo, launch
 
     demo = build_demo(pipe, other)
-    log.info("serving %s on http://%s:%d%s", pipe.model_id, args.host, args.port, " (+ public share link)" if args.share else "")
+    log.info("serving %s (%s) on http://%s:%d%s", pipe.model_id, pipe.precision, args.host, args.port,
+             " (+ public share link)" if args.share else "")
     launch(demo, host=args.host, port=args.port, share=bool(args.share))
     return 0

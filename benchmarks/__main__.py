@@ -152,6 +152,8 @@ def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, bat
     e1, e12 = flops_per_image(o1, o2, text_dim)
     b1 = optimize_generator(g1, bf16_weights=True) if use_bf16 else None
     b2 = optimize_generator(g2, bf16_weights=True) if use_bf16 and g2 is not None else None
+    n1 = optimize_generator(g1, deconv=False, bf16_weights=use_bf16)
+    n2 = optimize_generator(g2, deconv=False, bf16_weights=use_bf16) if g2 is not None else None
     for stage in ([1, 2] if g2 is not None else [1]):
         flops, executed = (f1, e1) if stage == 1 else (f12, e12)
         for bs in batches:
@@ -174,6 +176,15 @@ def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, bat
             fns = {"plain": plain, "fp32": lambda: fast(False)}
             if use_bf16:
                 fns["bf16"] = lambda: fast(True)
+            if bs in compile_batches:  # the batch of the targets: what the transposed convolutions gain
+
+                def no_deconv():
+                    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        low = n1(text, z)[0]
+                        if stage == 2:
+                            n2(low, text)
+
+                fns["no_deconv"] = no_deconv
             tm = timeit_interleaved(fns, device, repeats)
             t_plain, t_fast32 = tm["plain"]["best"], tm["fp32"]["best"]
             t_fast16 = tm["bf16"]["best"] if use_bf16 else None
@@ -201,6 +212,7 @@ def bench_generation(name: str, g1, g2, text_dim: int, device: torch.device, bat
                          "bf16_opt_ms_per_image": 1e3 * t_fast16 / bs if t_fast16 is not None else None,
                          "best_ms_per_image": 1e3 * best / bs, "best_precision": best_key,
                          "median_ms_per_image": {k: 1e3 * v["median"] / bs for k, v in tm.items()},
+                         "no_deconv_ms_per_image": 1e3 * tm["no_deconv"]["best"] / bs if "no_deconv" in tm else None,
                          "speedup_vs_baseline": t_plain / best, "rss_mb": rss_mb(),
                          "compiled_ms_per_image": 1e3 * t_comp / bs if t_comp is not None else None,
                          "compile_s": compile_s, "compile_error": compile_error})
@@ -433,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_at = () if (args.quick or args.no_compile) else (8,)
     rows = bench_generation("bundled", bundled.stage1, bundled.stage2, bundled.text_encoder.dim, device, batches,
                             floor_rate, reps, compile_at)
-    rows += bench_generation("paper", pg1, pg2, paper["text_dim"], device, batches, floor_rate, 3 if not args.quick else 1,
+    rows += bench_generation("paper", pg1, pg2, paper["text_dim"], device, batches, floor_rate, 5 if not args.quick else 1,
                              compile_at)
     # The matmul rate again, after the generation timings: the floor uses the best of all
     # measurements, so a noisy first measurement cannot flatter the "x floor" column.
@@ -504,6 +516,11 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {g['model']} | {g['stage']} | {g['batch']} | {g['gflop_per_image']:.2f} | {_ms(floor_ms)} "
                      f"| {_ms(g['baseline_ms_per_image'])} | {_ms(g['best_ms_per_image'])} | {g['speedup_vs_baseline']:.2f} "
                      f"| {g['ratio_to_floor']:.2f} | {g['executed_gflop_per_image']:.2f} | {g['ratio_to_executed_floor']:.2f} | {comp} |")
+    no_deconv = [f"- {g['model']} stage {g['stage']} batch {g['batch']}: {_ms(g['no_deconv_ms_per_image'])} ms/img "
+                 f"against {_ms(g['best_ms_per_image'])}" for g in r["generation"] if g.get("no_deconv_ms_per_image")]
+    if no_deconv:
+        lines += ["", "Without the transposed convolutions (nearest upsampling + 3x3 convolution, the rest of the "
+                  "optimised path the same, in the same rounds):", *no_deconv]
     b = r["bundled_call"]
     lines += ["", f"Bundled pipeline, 8 samples: {b['plain_ms']:.1f} ms plain, {b['optimised_ms']:.1f} ms optimised "
               f"({b['precision']}); process RSS {b['rss_mb']:.0f} MB.", "",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from . import env  # noqa: F401
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -119,6 +121,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if not 1 <= args.num_images <= 256:
             raise PromptFileError(f"--num-images must be in [1, 256], got {args.num_images}")
         pipe = StackGANPipeline.from_pretrained(args.model)
+        if args.precision != "fp32":
+            pipe.optimize(precision=args.precision)
         manifest = generate_to_folder(pipe, prompts, args.out, args.num_images, args.seed, args.stage, args.noise_scale,
                                       args.truncation)
     except (PromptFileError, PipelineError) as e:
@@ -131,7 +135,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_app(args: argparse.Namespace) -> int:
     from app.main import main as app_main
 
-    argv = ["--host", args.host, "--port", str(args.port)]
+    argv = ["--host", args.host, "--port", str(args.port), "--precision", args.precision]
     if args.model:
         argv += ["--model", args.model]
     if args.compare_model:
@@ -180,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=int, choices=(1, 2), default=2)
     p.add_argument("--noise-scale", type=float, default=1.0, help="< 1: safer, less varied samples")
     p.add_argument("--truncation", type=float, default=None, help="truncate noise at this |z| (e.g. 1.5)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default): the saved float32 generators as they are, the same pixels on every CPU; "
+                        "bf16 / auto: the optimised path (pipe.optimize), auto = bf16 where the hardware has "
+                        "native bf16 units, about 3 x faster there and within about 0.2/255 per pixel")
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("app", help="start the web UI")
@@ -188,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): the optimised path, bf16 where the hardware has native bf16 units; "
+                        "fp32: the saved float32 generators as they are")
     p.set_defaults(func=run_app)
 
     p = sub.add_parser("data", help="data-set tools")

@@ -39,7 +39,8 @@ def generate_to_folder(pipe: StackGANPipeline, prompts: list[tuple[int, str]], o
             Image.fromarray(img.permute(1, 2, 0).numpy()).save(name)
             rows.append({"prompt": prompt, "line": line_no, "seed": s, "sample": i,
                          "file": str(name.relative_to(out)), "model": pipe.model_id, "stage": stage,
-                         "noise_scale": noise_scale, "truncation": truncation, "notes": result.notes})
+                         "noise_scale": noise_scale, "truncation": truncation, "precision": pipe.precision,
+                         "notes": result.notes})
         Image.fromarray(make_grid(images, nrow=min(num_images, 8))).save(folder / "grid.png")
     with open(manifest, "w", encoding="utf-8") as f:
         for r in rows:

@@ -16,6 +16,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         # the upsampling blocks run as transposed convolutions: fewer multiply-adds, same images
         assert 0 < g["executed_gflop_per_image"] < g["gflop_per_image"] and g["ratio_to_executed_floor"] > g["ratio_to_floor"]
     assert r["training_loop"]["img_per_s_fp32"] > 0
+    assert all(g["no_deconv_ms_per_image"] is None for g in r["generation"])  # --quick skips the batch-8 extras
     for t in r["training"]:
         assert t["img_per_s_fp32"] > 0
         assert t["img_per_s_bf16"] is None or t["img_per_s_bf16"] > 0

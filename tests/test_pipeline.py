@@ -199,6 +199,22 @@ def test_generate_cli_writes_images_grids_manifest(tiny_pipeline_dir, tmp_path, 
     assert len({r["file"] for r in rows}) == 12  # the two equal prompts do not collide
     assert {"prompt", "line", "seed", "sample", "file", "model"} <= set(rows[0])
     assert _digest(a) == _digest(tmp_path / "b")  # same seed, identical files
+    assert {r["precision"] for r in rows} == {"fp32"}  # the default: the saved generators as they are
+
+
+def test_generate_cli_optimised_precision(tiny_pipeline_dir, tmp_path):
+    from stackgan.optimize import bf16_available
+
+    args = ["generate", "--prompt", "a red circle", "--num-images", "4", "--seed", "0", "--model", str(tiny_pipeline_dir)]
+    assert cli_main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert cli_main([*args, "--precision", "auto", "--out", str(tmp_path / "auto")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "auto" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["precision"] for r in rows} == {"bf16" if bf16_available(torch.device("cpu")) else "fp32"}
+    from PIL import Image
+
+    a = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "plain").rglob("sample-*.png"))]).astype(int)
+    b = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "auto").rglob("sample-*.png"))]).astype(int)
+    assert a.shape == b.shape == (4, 32, 32, 3) and np.abs(a - b).mean() < 3  # the same images, up to rounding
 
 
 def test_generate_cli_errors(tiny_pipeline_dir, tmp_path, capsys):
