@@ -90,6 +90,7 @@ class TrainConfig:
     mode_seeking: float = 0.0  # weight of the mode-seeking term (Mao et al. 2019), needs group_size >= 2
     clip_weight: float = 0.0  # weight of the text-image matching loss through the text encoder's image tower
     clip_jitter: float = 0.0  # random shift/zoom (fraction) of fakes before the image tower in the matching loss
+    clip_blur: float = 0.0  # Gaussian blur (std in pixels of the fake) before the image tower in the matching loss
     # Share of groups whose mismatched caption is a hard negative: one of the captions nearest to
     # theirs in embedding space that contradicts it (0 = the next group's caption, as in StackGAN).
     hard_negatives: float = 0.0
@@ -186,6 +187,7 @@ def validate(cfg: Config) -> Config:
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),
         (t.clip_weight >= 0, "train.clip_weight must be >= 0"),
         (0 <= t.clip_jitter <= 0.5, f"train.clip_jitter must be in [0, 0.5], got {t.clip_jitter}"),
+        (0 <= t.clip_blur <= 4, f"train.clip_blur must be in [0, 4] (pixels), got {t.clip_blur}"),
         (0 <= t.hard_negatives <= 1, f"train.hard_negatives must be in [0, 1] (a share of groups), got {t.hard_negatives}"),
         (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
         (t.mixed_precision in ("no", "bf16", "auto"), "train.mixed_precision must be 'no', 'bf16' or 'auto'"),

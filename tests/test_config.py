@@ -122,6 +122,7 @@ def test_preset_file_errors(tmp_path):
         (["train.checkpoint_every=0"], "checkpoint_every"),
         (["train.clip_weight=-1"], "train.clip_weight must be >= 0"),
         (["train.clip_jitter=0.8"], "train.clip_jitter must be in [0, 0.5], got 0.8"),
+        (["train.clip_blur=-1"], "train.clip_blur must be in [0, 4] (pixels), got -1"),
         (["train.hard_negatives=1.5"], "train.hard_negatives must be in [0, 1] (a share of groups), got 1.5"),
         (["text.train_group_by=[colour, hue]"], "text.train_group_by must name attributes among"),
         (["text.train_group_by=[colour]", "data.name=folder", "data.path=."], "text.train_group_by needs the attribute"),

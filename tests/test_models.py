@@ -14,7 +14,7 @@ from stackgan.models.heads import DiscriminatorHead
 from stackgan.models.minibatch import MinibatchDiscrimination, MinibatchStdDev
 from stackgan.models.stage1 import Stage1Discriminator, Stage1Generator
 from stackgan.models.stage2 import Stage2Discriminator, Stage2Generator
-from stackgan.training.losses import clip_match_loss, d_loss, g_loss, jitter, kl_loss, mode_seeking_loss
+from stackgan.training.losses import clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss
 
 TEXT_DIM = 12
 
@@ -351,6 +351,21 @@ def test_jitter_moves_images_a_little_differentiably_and_reproducibly():
     assert ((mass / 64 - 1).abs() < 0.6).all()
     leaf = x.clone().requires_grad_(True)
     jitter(leaf, 0.2, torch.Generator().manual_seed(0)).sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+
+
+def test_gaussian_blur_keeps_mass_spreads_a_point_and_passes_gradients():
+    x = torch.zeros(2, 3, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    assert gaussian_blur(x, 0.0) is x
+    y = gaussian_blur(x, 1.0)
+    assert torch.allclose(y.sum(dim=(2, 3)), torch.ones(2, 3), atol=1e-5)  # reflected borders, far from the point
+    # separable Gaussian: the centre keeps (1 / sum exp(-t^2 / 2), t = -2..2)^2 of the mass, neighbours less
+    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 2)
+    assert torch.isclose(y[0, 0, 7, 7], (1 / k.sum()) ** 2, atol=1e-6)
+    assert y[0, 0, 7, 8] < y[0, 0, 7, 7] and y[0, 0, 7, 10] == 0  # radius ceil(2 sigma) = 2
+    leaf = x.clone().requires_grad_(True)
+    (gaussian_blur(leaf, 1.0) * torch.rand(2, 3, 15, 15)).sum().backward()
     assert leaf.grad is not None and leaf.grad.abs().sum() > 0
 
 

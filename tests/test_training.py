@@ -388,13 +388,21 @@ def test_hard_negatives_and_jitter_reach_the_discriminator_and_the_matching_loss
 
     monkeypatch.setattr(GroupSampler, "mismatched", spy_mismatched)
     monkeypatch.setattr(loop, "clip_match_loss", spy_clip)
+    real_blur = loop.gaussian_blur
+
+    def spy_blur(images, sigma):
+        seen.append(("blur", sigma))
+        return real_blur(images, sigma)
+
     monkeypatch.setattr(loop, "jitter", spy_jitter)
-    train(stage1_cfg("train.max_steps=2", "train.hard_negatives=1.0", "train.clip_weight=0.5", "train.clip_jitter=0.1"),
-          tmp_path / "run")
+    monkeypatch.setattr(loop, "gaussian_blur", spy_blur)
+    train(stage1_cfg("train.max_steps=2", "train.hard_negatives=1.0", "train.clip_weight=0.5", "train.clip_jitter=0.1",
+                     "train.clip_blur=0.7"), tmp_path / "run")
     ids = [v for k, v in seen if k == "ids"]
     extras = [v for k, v in seen if k == "extra"]
     assert len(ids) == 2 and len(extras) == 2
     assert [v for k, v in seen if k == "jitter"] == [0.1, 0.1]  # fakes jittered before the image tower
+    assert [v for k, v in seen if k == "blur"] == [0.7, 0.7]  # and blurred
     for row, extra in zip(ids, extras):
         assert sum(i >= 0 for i in row) >= 3  # 4 groups, nearly all with a hard negative
         assert extra.shape[0] == sum(i >= 0 for i in row)

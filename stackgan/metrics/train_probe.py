@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.shapes import ATTRIBUTES, ShapesDataset
+from ..training.losses import gaussian_blur
 from .probe import PROBE_RESOLUTION, PROBE_VERSION, RESIZE_MODE, ShapesProbe, prepare, save_probe
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,6 @@ AUGMENT = {
 }
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, math.ceil(2 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(x.device)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 def augment(x: torch.Tensor, g: torch.Generator, strength: str = "standard") -> torch.Tensor:
     """float `[B, 3, 64, 64]` in [0, 1] -> the same, mildly corrupted (see AUGMENT[strength])."""
     a = AUGMENT[strength]
@@ -53,7 +44,7 @@ def augment(x: torch.Tensor, g: torch.Generator, strength: str = "standard") -> 
     sel = torch.rand(b, generator=g) < a["p_blur"]
     if sel.any():
         lo, hi = a["blur"]
-        x[sel] = _blur(x[sel], lo + (hi - lo) * float(u[0]))
+        x[sel] = gaussian_blur(x[sel], lo + (hi - lo) * float(u[0]))
     sel = torch.rand(b, generator=g) < a["p_resize"]
     if sel.any():
         small = int(PROBE_RESOLUTION * a["factors"][int(u[1] * len(a["factors"]))])

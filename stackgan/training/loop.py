@@ -35,7 +35,7 @@ from ..text.encoder import TextEncoder, load_text_encoder
 from ..visual import plot_metrics, sample_sheet
 from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
 from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
-from .losses import clip_match_loss, d_loss, g_loss, jitter, kl_loss, mode_seeking_loss
+from .losses import clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss
 
 log = logging.getLogger("stackgan.train")
 
@@ -457,7 +457,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
-            seen_by_tower = jitter(fake, t.clip_jitter, gen)
+            seen_by_tower = gaussian_blur(jitter(fake, t.clip_jitter, gen), t.clip_blur)
             clip = clip_match_loss(ctx.encoder.image_features(seen_by_tower), text, t.group_size,
                                    ctx.encoder.logit_scale, extra=hard)
             loss_g = loss_g + t.clip_weight * clip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -83,6 +85,20 @@ def clip_match_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, group: int,
     logits = scale * image_emb.float() @ captions.t()
     target = torch.arange(n, device=image_emb.device) // group
     return F.cross_entropy(logits, target)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of `[N, C, H, W]` with std `sigma` pixels (kernel radius ceil(2 sigma),
+    reflected borders); differentiable in x; sigma <= 0 returns x."""
+    if sigma <= 0:
+        return x
+    r = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def jitter(images: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
