@@ -17,7 +17,7 @@ import torch
 
 from stackgan.data.shapes import ATTRIBUTES, ShapesDataset, render, sample_attributes
 from stackgan.metrics import MetricError, available, evaluate, get_metric
-from stackgan.metrics.probe import ProbeFeatures, load_probe
+from stackgan.metrics.probe import PROBE_VERSION, ProbeFeatures, load_probe
 from stackgan.metrics.shapes_bench import (
     PROMPT_SET_VERSION,
     build_prompt_set,
@@ -81,6 +81,7 @@ def test_prompt_set_is_fixed_versioned_and_deterministic():
 def test_shipped_probe_reads_real_test_images():
     probe, cfg = load_probe()
     assert cfg["weights_sha256"] and set(cfg["test_accuracy"]["per_attribute"]) == set(ATTRIBUTES)
+    assert cfg["version"] == PROBE_VERSION  # the shipped weights are the version the code names
     ds = ShapesDataset(300, "test", seed=7, cache_dir="")  # a test stream the probe never saw
     pred = probe.predict(ds.images(64))
     for a in ATTRIBUTES:

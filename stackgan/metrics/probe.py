@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data.shapes import ATTRIBUTES
 
-PROBE_VERSION = "shapes-probe-v1"
+PROBE_VERSION = "shapes-probe-v2"
 PROBE_RESOLUTION = 64
 DEFAULT_PROBE_DIR = Path(__file__).resolve().parents[1] / "assets" / "probe"
 RESIZE_MODE = "torch.nn.functional.interpolate(mode='bilinear', antialias=True, align_corners=False) to 64 px"
