@@ -111,11 +111,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         torch._foreach_copy_(buffers, list(model.buffers()))
 
 
-def _grad_norm(module: torch.nn.Module) -> float:
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The global L2 norm of `module`'s gradients as a 0-dim float32 tensor on their device (not a
+    Python float: reading it would wait for the GPU; `_finite_or_handle` reads it with the loss in
+    one transfer)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()))
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
 
 
 # ------------------------------------------------------------------ the run
@@ -482,7 +485,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         if step % t.log_every == 0 or step == max_steps:
             row = {"stage": stage, "step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "kl": kl.item(),
                    "d_real": torch.sigmoid(out_d["real"]).mean().item(), "d_wrong": torch.sigmoid(out_d["wrong"]).mean().item(),
-                   "d_fake": torch.sigmoid(out_d["fake"]).mean().item(), "grad_norm_d": gn_d, "grad_norm_g": gn_g,
+                   "d_fake": torch.sigmoid(out_d["fake"]).mean().item(), "grad_norm_d": gn_d.item(), "grad_norm_g": gn_g.item(),
                    "lr_g": opt_g.param_groups[0]["lr"], "img_per_s": seen / max(time.time() - t0, 1e-9)}
             t0, seen = time.time(), 0  # img_per_s: over the steps since the last log line
             if t.clip_weight > 0:
@@ -530,9 +533,10 @@ def _past(deadline: float, acc, step: int) -> bool:
     return bool(broadcast(flag, from_process=0).item())
 
 
-def _finite_or_handle(policy: str, stage: int, step: int, who: str, loss: torch.Tensor, grad_norm: float) -> bool:
-    """True when the loss and gradient norm are finite; else stop (raise) or skip per policy."""
-    value = loss.item()
+def _finite_or_handle(policy: str, stage: int, step: int, who: str, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+    """True when the loss and gradient norm are finite; else stop (raise) or skip per policy.
+    Reads both from the device together: one synchronisation per check."""
+    value, grad_norm = torch.stack([loss.detach().float().reshape(()), grad_norm.to(loss.device)]).tolist()
     if math.isfinite(value) and math.isfinite(grad_norm):
         return True
     msg = f"stage {stage} step {step}: {who} loss is {value:.4g} (gradient norm {grad_norm:.4g})"
