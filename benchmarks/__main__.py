@@ -113,7 +113,8 @@ def flops_per_image(g1: torch.nn.Module, g2: torch.nn.Module | None, text_dim: i
     """(stage I, stage I + II) FLOPs per image, counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    text, z = torch.randn(2, text_dim), torch.randn(2, g1.z_dim)
+    dev = next(g1.parameters()).device
+    text, z = torch.randn(2, text_dim, device=dev), torch.randn(2, g1.z_dim, device=dev)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         low = g1.eval()(text, z)[0]
     f1 = fc.get_total_flops() / 2
