@@ -27,12 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto (default): the optimised inference path (folded batch norm, transposed convolutions, "
                         "bf16 where the hardware has native bf16 units); fp32: the saved float32 generators as they are")
+    p.add_argument("--candidates", type=int, default=4,
+                   help="draw this many candidates per shown sample and show those the model's image tower matches "
+                        "best with the caption, passing over near-duplicates (1-16; default 4; 1: plain sampling)")
+    p.add_argument("--diversity", type=float, default=0.5,
+                   help="with --candidates > 1: how much likeness to a shown sample counts against a candidate (0-4)")
     return p.parse_args(argv)
 
 
-def load_pipeline(path: str | None, role: str, precision: str = "fp32"):
-    """Load a pipeline folder (None: the bundled model), `optimize`d unless precision is "fp32";
-    a ValueError says what is wrong and how to fix it."""
+def load_pipeline(path: str | None, role: str, precision: str = "fp32", candidates: int = 1, diversity: float = 0.5):
+    """Load a pipeline folder (None: the bundled model), `optimize`d unless precision is "fp32",
+    with its candidate sampling set; a ValueError says what is wrong and how to fix it."""
     from stackgan.pipeline import PipelineError, StackGANPipeline
     from stackgan.text.encoder import TextEncoderError
 
@@ -42,7 +47,15 @@ def load_pipeline(path: str | None, role: str, precision: str = "fp32"):
         hint = "" if path else (" The bundled model is missing from this install; pass a trained pipeline "
                                 "folder with --model RUN_DIR/pipeline.")
         raise ValueError(f"cannot load the {role} model: {str(e).rstrip('.')}.{hint}") from None
-    return pipe.optimize(precision=precision) if precision != "fp32" else pipe
+    if precision != "fp32":
+        pipe.optimize(precision=precision)
+    if candidates > 1 and not pipe.text_encoder.has_image_tower:
+        log.warning("the %s model's text encoder has no image tower to rank candidates: plain sampling", role)
+        candidates = 1
+    try:
+        return pipe.set_sampling(candidates, diversity)
+    except PipelineError as e:
+        raise ValueError(f"{e} (--candidates / --diversity)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,15 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --port must be in 0..65535, got {args.port}", file=sys.stderr)
         return 2
     try:
-        pipe = load_pipeline(args.model, "main", args.precision)
-        other = load_pipeline(args.compare_model, "compare", args.precision) if args.compare_model else None
+        pipe = load_pipeline(args.model, "main", args.precision, args.candidates, args.diversity)
+        other = (load_pipeline(args.compare_model, "compare", args.precision, args.candidates, args.diversity)
+                 if args.compare_model else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from .ui import build_demo, launch
 
     demo = build_demo(pipe, other)
-    log.info("serving %s (%s) on http://%s:%d%s", pipe.model_id, pipe.precision, args.host, args.port,
-             " (+ public share link)" if args.share else "")
+    log.info("serving %s (%s, %s) on http://%s:%d%s", pipe.model_id, pipe.precision,
+             f"best {pipe.candidates} candidates per sample" if pipe.candidates > 1 else "plain sampling",
+             args.host, args.port, " (+ public share link)" if args.share else "")
     launch(demo, host=args.host, port=args.port, share=bool(args.share))
     return 0

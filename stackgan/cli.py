@@ -123,6 +123,7 @@ def run_generate(args: argparse.Namespace) -> int:
         pipe = StackGANPipeline.from_pretrained(args.model)
         if args.precision != "fp32":
             pipe.optimize(precision=args.precision)
+        pipe.set_sampling(args.candidates, args.diversity)
         manifest = generate_to_folder(pipe, prompts, args.out, args.num_images, args.seed, args.stage, args.noise_scale,
                                       args.truncation)
     except (PromptFileError, PipelineError) as e:
@@ -136,6 +137,9 @@ def run_app(args: argparse.Namespace) -> int:
     from app.main import main as app_main
 
     argv = ["--host", args.host, "--port", str(args.port), "--precision", args.precision]
+    for flag, value in (("--candidates", args.candidates), ("--diversity", args.diversity)):
+        if value is not None:
+            argv += [flag, str(value)]
     if args.model:
         argv += ["--model", args.model]
     if args.compare_model:
@@ -188,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="fp32 (default): the saved float32 generators as they are, the same pixels on every CPU; "
                         "bf16 / auto: the optimised path (pipe.optimize), auto = bf16 where the hardware has "
                         "native bf16 units, about 3 x faster there and within about 0.2/255 per pixel")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="draw this many candidates per image and keep those the model's image tower matches best "
+                        "with the prompt, passing over near-duplicates (1-16; default 1: plain sampling)")
+    p.add_argument("--diversity", type=float, default=0.5,
+                   help="with --candidates > 1: how much likeness to a kept image counts against a candidate (0-4)")
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("app", help="start the web UI")
@@ -199,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): the optimised path, bf16 where the hardware has native bf16 units; "
                         "fp32: the saved float32 generators as they are")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="candidates per shown sample, ranked by the model's image tower (default: python -m app's, 4; 1: plain)")
+    p.add_argument("--diversity", type=float, default=None, help="with --candidates > 1: the diversity weight (0-4; default 0.5)")
     p.set_defaults(func=run_app)
 
     p = sub.add_parser("data", help="data-set tools")

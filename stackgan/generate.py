@@ -40,6 +40,7 @@ def generate_to_folder(pipe: StackGANPipeline, prompts: list[tuple[int, str]], o
             rows.append({"prompt": prompt, "line": line_no, "seed": s, "sample": i,
                          "file": str(name.relative_to(out)), "model": pipe.model_id, "stage": stage,
                          "noise_scale": noise_scale, "truncation": truncation, "precision": pipe.precision,
+                         "candidates": pipe.candidates, "diversity": pipe.diversity,
                          "notes": result.notes})
         Image.fromarray(make_grid(images, nrow=min(num_images, 8))).save(folder / "grid.png")
     with open(manifest, "w", encoding="utf-8") as f:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 MAX_IMAGES_PER_PROMPT = 256
+MAX_CANDIDATES = 16  # candidates per returned image (pipeline argument `candidates`)
 
 
 class PipelineError(ValueError):
@@ -155,6 +156,23 @@ class StackGANPipeline:
         self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._fast: tuple[torch.nn.Module, torch.nn.Module | None] | None = None
         self.precision = "fp32"
+        self.candidates, self.diversity = 1, 0.5  # defaults of __call__'s candidate sampling (set_sampling)
+
+    def set_sampling(self, candidates: int = 1, diversity: float = 0.5) -> "StackGANPipeline":
+        """Defaults for calls that do not pass `candidates` / `diversity` (see `__call__`); returns self.
+        Checked at once: a bad value or an encoder without an image tower raises PipelineError."""
+        self._check_sampling(candidates, diversity)
+        self.candidates, self.diversity = candidates, float(diversity)
+        return self
+
+    def _check_sampling(self, candidates: Any, diversity: Any) -> None:
+        if not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+            raise PipelineError(f"candidates must be an integer in [1, {MAX_CANDIDATES}], got {candidates!r}")
+        if not 0 <= diversity <= 4:
+            raise PipelineError(f"diversity must be in [0, 4], got {diversity}")
+        if candidates > 1 and not self.text_encoder.has_image_tower:
+            raise PipelineError(f"candidates > 1 needs a text encoder with an image tower to rank them; "
+                                f"{self.model_id}'s has none: use candidates=1")
 
     def optimize(self, precision: str = "auto", fold_bn: bool = True, channels_last: bool = True,
                  compile: bool = False, deconv: bool = True) -> "StackGANPipeline":
@@ -314,6 +332,8 @@ class StackGANPipeline:
         noise_scale: float = 1.0,
         truncation: float | None = None,
         batch_size: int = 64,
+        candidates: int | None = None,
+        diversity: float | None = None,
     ) -> StackGANOutput:
         """Generate `num_images_per_prompt` images for each prompt.
 
@@ -325,7 +345,16 @@ class StackGANPipeline:
             output_type:  "pil" (list of PIL images), "np" (uint8 `[N, H, W, 3]`), "pt" (uint8 `[N, 3, H, W]`).
             noise_scale:  multiplies z and the conditioning noise; < 1 gives safer, less varied samples.
             truncation:   resample |z_i| above this (the truncation trick); None = off.
+            candidates:   draw this many candidates per returned image and keep those that the
+                          text encoder's image tower matches best with the caption, passing over
+                          candidates too close to ones already kept (`select_candidates`);
+                          1 = off. Costs `candidates` times the generation. None: the
+                          pipeline's default (`set_sampling`; 1 unless changed).
+            diversity:    with candidates > 1: how much closeness to a kept image counts against
+                          a candidate (0: the best matches only). None: the pipeline's default (0.5).
         """
+        candidates = self.candidates if candidates is None else candidates
+        diversity = self.diversity if diversity is None else diversity
         prompts, notes = self.check_prompts(prompts)
         if not isinstance(num_images_per_prompt, int) or not 1 <= num_images_per_prompt <= MAX_IMAGES_PER_PROMPT:
             raise PipelineError(f"num_images_per_prompt must be an integer in [1, {MAX_IMAGES_PER_PROMPT}], got {num_images_per_prompt!r}")
@@ -337,10 +366,12 @@ class StackGANPipeline:
             raise PipelineError(f"noise_scale must be in [0, 4], got {noise_scale}")
         if truncation is not None and truncation <= 0:
             raise PipelineError(f"truncation must be > 0 or None, got {truncation}")
+        self._check_sampling(candidates, diversity)
         if generator is None:
             generator = torch.Generator("cpu")
             generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
-        text = self.encode(prompts).repeat_interleave(num_images_per_prompt, dim=0)
+        per_prompt = num_images_per_prompt * candidates
+        text = self.encode(prompts).repeat_interleave(per_prompt, dim=0)
         n = text.shape[0]
         g1, g2 = self._fast if self._fast is not None else (self.stage1, self.stage2)
         g2 = g2 if stage == 2 else None
@@ -366,12 +397,42 @@ class StackGANPipeline:
                     highs.append(g2(low, text[sl], eps2[sl].to(dev), noise_scale)[0].float())
         low = to_uint8(torch.cat(lows).cpu())
         high = to_uint8(torch.cat(highs).cpu()) if highs else None
+        if candidates > 1:
+            final = high if high is not None else low
+            emb = torch.cat([self.text_encoder.encode_images(x) for x in torch.split(final, 256)])
+            caption = self.encode(prompts).float().cpu()
+            keep = torch.cat([k * per_prompt + select_candidates(
+                emb[k * per_prompt:(k + 1) * per_prompt] @ caption[k], emb[k * per_prompt:(k + 1) * per_prompt],
+                num_images_per_prompt, diversity) for k in range(len(prompts))])  # fmt: skip
+            low, high = low[keep], high[keep] if high is not None else None
         return StackGANOutput(
             images=_convert(high if high is not None else low, output_type),
             stage1_images=_convert(low, output_type) if high is not None else None,
             prompts=prompts,
             notes=notes,
         )
+
+
+def select_candidates(match: torch.Tensor, emb: torch.Tensor, k: int, diversity: float = 0.5) -> torch.Tensor:
+    """Indices of `k` of the candidates, best first, by maximal marginal relevance (Carbonell and
+    Goldstein 1998): each pick maximises match_i - diversity * max over kept j of cos(emb_i, emb_j).
+
+    match `[M]`: each candidate's cosine with the caption; emb `[M, D]`: unit-norm image
+    embeddings. diversity 0 keeps the k best matches; larger values trade match for variety.
+    """
+    m = match.shape[0]
+    if not 1 <= k <= m:
+        raise ValueError(f"cannot keep {k} of {m} candidates")
+    chosen: list[int] = []
+    closest = torch.full((m,), -1.0)  # cosine with the nearest kept image; -1 before any is kept
+    taken = torch.zeros(m, dtype=torch.bool)
+    for _ in range(k):
+        score = (match - diversity * closest).masked_fill(taken, float("-inf"))
+        i = int(score.argmax())
+        chosen.append(i)
+        taken[i] = True
+        closest = torch.maximum(closest, emb @ emb[i])
+    return torch.tensor(chosen)
 
 
 def _convert(images: torch.Tensor, output_type: str):

@@ -179,8 +179,8 @@ def test_command_line_defaults_and_missing_model(tmp_path, capsys):
     from app.main import main, parse_args
 
     args = parse_args([])
-    assert (args.host, args.port, args.share, args.model, args.compare_model, args.precision) == (
-        "127.0.0.1", 7860, False, None, None, "auto")
+    assert (args.host, args.port, args.share, args.model, args.compare_model, args.precision, args.candidates) == (
+        "127.0.0.1", 7860, False, None, None, "auto", 4)
     assert parse_args(["--share", "--compare-model", "b"]).share is True
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     err = capsys.readouterr().err
@@ -191,5 +191,8 @@ def test_load_pipeline_optimises_unless_fp32(tiny_pipeline_dir):
     from app.main import load_pipeline
 
     assert load_pipeline(str(tiny_pipeline_dir), "main", "fp32")._fast is None
-    fast = load_pipeline(str(tiny_pipeline_dir), "main", "auto")
+    fast = load_pipeline(str(tiny_pipeline_dir), "main", "auto", candidates=3, diversity=0.25)
     assert fast._fast is not None and fast.precision in ("fp32", "bf16")
+    assert (fast.candidates, fast.diversity) == (3, 0.25)
+    with pytest.raises(ValueError, match=r"candidates must be an integer in \[1, 16\].*--candidates"):
+        load_pipeline(str(tiny_pipeline_dir), "main", "fp32", candidates=99)

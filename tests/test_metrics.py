@@ -164,6 +164,19 @@ def test_eval_cli_on_tiny_pipeline_writes_json_markdown_and_figure(tiny_pipeline
     assert "known metrics" in capsys.readouterr().err
 
 
+def test_eval_records_candidate_sampling(tiny_pipeline_dir, tmp_path, capsys):
+    from stackgan.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_pipeline_dir), "--metrics", "faithfulness", "--out", str(out),
+                 "--num-prompts", "4", "--samples-per-prompt", "4", "--candidates", "3", "--diversity", "0.25"]) == 0
+    proto = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["metrics"]["faithfulness"]["protocol"]
+    assert proto["sampling"] == {"candidates": 3, "diversity": 0.25} and proto["num_samples"] == 16
+    assert "sampling: 3 candidates per kept sample, diversity 0.25" in (out / "metrics.md").read_text(encoding="utf-8")
+    assert main(["eval", "--model", str(tiny_pipeline_dir), "--out", str(out), "--candidates", "0"]) == 2
+    assert "candidates must be an integer in [1, 16]" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- standard metrics
 def test_standard_metrics_name_the_missing_weights():
     gen = FakeGenerator("perfect")

@@ -13,7 +13,7 @@ import torch
 from conftest import make_tiny_pipeline
 
 from stackgan.cli import main as cli_main
-from stackgan.pipeline import DEFAULT_MODEL_DIR, PipelineError, StackGANPipeline
+from stackgan.pipeline import DEFAULT_MODEL_DIR, PipelineError, StackGANPipeline, select_candidates
 from stackgan.prompts import PromptFileError, parse_prompts, read_prompt_file, slugify
 
 
@@ -63,11 +63,54 @@ def test_noise_scale_zero_removes_variation(pipe):
         ({"prompts": "x", "output_type": "jpeg"}, "output_type"),
         ({"prompts": "x", "noise_scale": -1}, "noise_scale"),
         ({"prompts": "x", "truncation": 0}, "truncation"),
+        ({"prompts": "x", "candidates": 0}, "candidates must be an integer in"),
+        ({"prompts": "x", "candidates": 17}, "candidates must be an integer in"),
+        ({"prompts": "x", "candidates": 2, "diversity": -1}, "diversity"),
     ],
 )
 def test_bad_call_arguments(pipe, kwargs, message):
     with pytest.raises(PipelineError, match=message):
         pipe(**kwargs)
+
+
+def test_select_candidates_trades_match_for_variety():
+    match = torch.tensor([0.9, 0.89, 0.5, 0.4])
+    emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # 0 and 1 are the same image
+    assert select_candidates(match, emb, 2, diversity=0.0).tolist() == [0, 1]  # the two best matches
+    assert select_candidates(match, emb, 2, diversity=0.5).tolist() == [0, 2]  # 1 repeats 0: 0.89 - 0.5 < 0.5 - 0
+    # then 1 (0.89 - 0.5 * 1 = 0.39) before 3 (0.4 - 0.5 * max(0.6, 0.8) = 0.0)
+    assert select_candidates(match, emb, 4, diversity=0.5).tolist() == [0, 2, 1, 3]
+    with pytest.raises(ValueError, match="cannot keep 5 of 4"):
+        select_candidates(match, emb, 5)
+
+
+def test_candidates_keep_the_tower_best_of_the_pool(pipe):
+    pool = pipe("a red circle", num_images_per_prompt=6, seed=5, output_type="pt")
+    out = pipe("a red circle", num_images_per_prompt=2, seed=5, output_type="pt", candidates=3, diversity=0.0)
+    enc = pipe.text_encoder
+    match = enc.encode_images(pool.images) @ enc.encode(["a red circle"])[0]
+    best = match.argsort(descending=True)[:2]
+    assert torch.equal(out.images, pool.images[best]) and torch.equal(out.stage1_images, pool.stage1_images[best])
+    two = pipe(["a red circle", "a blue star"], num_images_per_prompt=2, seed=5, output_type="pt", candidates=3)
+    assert two.images.shape == (4, 3, 32, 32) and two.stage1_images.shape == (4, 3, 16, 16)
+
+
+def test_set_sampling_sets_the_defaults_of_calls(tiny_pipeline_dir):
+    p = StackGANPipeline.from_pretrained(tiny_pipeline_dir)
+    plain = p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt").images
+    ranked = p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt", candidates=3).images
+    assert p.set_sampling(candidates=3) is p and (p.candidates, p.diversity) == (3, 0.5)
+    assert torch.equal(p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt").images, ranked)
+    assert torch.equal(p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt", candidates=1).images, plain)
+    with pytest.raises(PipelineError, match="diversity must be in"):
+        p.set_sampling(candidates=2, diversity=9)
+    assert (p.candidates, p.diversity) == (3, 0.5)  # a refused setting changes nothing
+
+
+def test_candidates_need_an_image_tower(pipe, monkeypatch):
+    monkeypatch.setattr(type(pipe.text_encoder), "has_image_tower", property(lambda self: False))
+    with pytest.raises(PipelineError, match="needs a text encoder with an image tower"):
+        pipe("a red circle", num_images_per_prompt=2, candidates=2)
 
 
 def test_long_caption_is_truncated_with_a_note(pipe):
@@ -200,6 +243,7 @@ def test_generate_cli_writes_images_grids_manifest(tiny_pipeline_dir, tmp_path, 
     assert {"prompt", "line", "seed", "sample", "file", "model"} <= set(rows[0])
     assert _digest(a) == _digest(tmp_path / "b")  # same seed, identical files
     assert {r["precision"] for r in rows} == {"fp32"}  # the default: the saved generators as they are
+    assert {r["candidates"] for r in rows} == {1}  # and plain sampling
 
 
 def test_generate_cli_optimised_precision(tiny_pipeline_dir, tmp_path):
@@ -215,6 +259,10 @@ def test_generate_cli_optimised_precision(tiny_pipeline_dir, tmp_path):
     a = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "plain").rglob("sample-*.png"))]).astype(int)
     b = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "auto").rglob("sample-*.png"))]).astype(int)
     assert a.shape == b.shape == (4, 32, 32, 3) and np.abs(a - b).mean() < 3  # the same images, up to rounding
+    assert cli_main([*args, "--candidates", "3", "--diversity", "0", "--out", str(tmp_path / "ranked")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ranked" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 4 and {(r["candidates"], r["diversity"]) for r in rows} == {(3, 0.0)}
+    assert cli_main([*args, "--candidates", "17", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_generate_cli_errors(tiny_pipeline_dir, tmp_path, capsys):

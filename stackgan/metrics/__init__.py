@@ -91,6 +91,8 @@ class EvalOptions:
     lpips_net / lpips_weights: LPIPS backbone ("alex" or "vgg") and its local torchvision ImageNet weights.
     feature_space:      feature_diversity's space: "probe", "clip" or "inception".
     r_precision_candidates: candidates per image for clip_r_precision (1 true + up to R-1 contradicting prompts).
+    candidates / diversity: the pipeline's sampling: candidates drawn per kept sample, ranked by the
+                        model's own image tower (`StackGANPipeline` arguments; 1 = plain sampling).
     """
 
     samples_per_prompt: int = 16
@@ -109,6 +111,8 @@ class EvalOptions:
     lpips_weights: str | None = None
     feature_space: str = "probe"
     r_precision_candidates: int = 100
+    candidates: int = 1
+    diversity: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)  # test hooks, e.g. a custom inception feature module
 
     @classmethod
@@ -134,6 +138,10 @@ class EvalOptions:
             raise MetricError(f"feature_space must be probe, clip or inception, got {self.feature_space!r}")
         if self.r_precision_candidates < 2:
             raise MetricError(f"r_precision_candidates must be >= 2, got {self.r_precision_candidates}")
+        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= 16:
+            raise MetricError(f"candidates must be an integer in [1, 16], got {self.candidates!r}")
+        if not 0 <= self.diversity <= 4:
+            raise MetricError(f"diversity must be in [0, 4], got {self.diversity}")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -353,7 +361,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{ps.get('of')} prompts, K = {proto.get('samples_per_prompt')} samples per prompt "
             f"({proto.get('num_samples')} samples), seed {proto.get('seed')}: {proto.get('seed_rule')}; stage {proto.get('stage')}",
             f"- model {proto.get('model_id')} at {proto.get('model_resolution')} px; resize before the probe: "
-            f"{proto.get('resize_mode')}",
+            f"{proto.get('resize_mode')}; sampling: " + (
+                "plain" if not isinstance(proto.get("sampling"), dict) else
+                f"{proto['sampling']['candidates']} candidates per kept sample, diversity {proto['sampling']['diversity']} "
+                "(ranked by the model's own image tower)"),
             f"- probe {probe.get('version')} (weights sha256 {str(probe.get('weights_sha256'))[:12]}...), held-out accuracy "
             + ", ".join(f"{k} {v:.4f}" for k, v in (probe.get("test_accuracy") or {}).items()),
             ]

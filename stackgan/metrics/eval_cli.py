@@ -29,6 +29,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--prompt-set", default=None, help="prompt-set JSON (default: the packaged prompts_v1.json)")
     p.add_argument("--probe", default=None, help="probe folder (default: the packaged stackgan/assets/probe)")
     p.add_argument("--stage", type=int, choices=(1, 2), default=2)
+    p.add_argument("--candidates", type=int, default=1,
+                   help="sample with this many candidates per kept image, ranked by the model's image tower (default 1: plain)")
+    p.add_argument("--diversity", type=float, default=0.5, help="with --candidates > 1: the pipeline's diversity weight")
     p.add_argument("--inception-weights", default=None, help="FID Inception weights file (fid, kid, inception_score)")
     p.add_argument("--clip-model", default=None, help="open_clip model name or local-dir:/folder (clip_* metrics)")
     p.add_argument("--clip-weights", default=None, help="local open_clip weights file for --clip-model")
@@ -57,7 +60,8 @@ def run_eval(args: argparse.Namespace) -> int:
     options = {"samples_per_prompt": args.samples_per_prompt, "seed": args.seed, "num_prompts": args.num_prompts,
                "prompt_set": args.prompt_set, "probe_dir": args.probe, "stage": args.stage,
                "inception_weights": args.inception_weights, "clip_model": args.clip_model, "clip_weights": args.clip_weights,
-               "lpips_net": args.lpips_net, "lpips_weights": args.lpips_weights, "feature_space": args.feature_space}
+               "lpips_net": args.lpips_net, "lpips_weights": args.lpips_weights, "feature_space": args.feature_space,
+               "candidates": args.candidates, "diversity": args.diversity}
     from ..pipeline import PipelineError, StackGANPipeline
 
     start = time.time()

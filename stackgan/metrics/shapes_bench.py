@@ -134,10 +134,13 @@ def generated(ctx: EvalContext) -> torch.Tensor:
         opts, entries = ctx.options, prompt_set(ctx)["prompts"]
         k, r, step = opts.samples_per_prompt, ctx.resolution, opts.prompts_per_call
         texts = [e["prompt"] for e in entries]
+        # plain sampling passes no extra arguments, so any generator callable works
+        sampling = {"candidates": opts.candidates, "diversity": opts.diversity} if opts.candidates > 1 else {}
         chunks = []
         for c, start in enumerate(range(0, len(texts), step)):
             part = texts[start : start + step]
-            imgs = ctx.generator(part, num_images_per_prompt=k, seed=opts.seed + c, output_type="pt", stage=opts.stage).images
+            imgs = ctx.generator(part, num_images_per_prompt=k, seed=opts.seed + c, output_type="pt", stage=opts.stage,
+                                 **sampling).images
             if not isinstance(imgs, torch.Tensor) or imgs.dtype != torch.uint8 or tuple(imgs.shape) != (len(part) * k, 3, r, r):
                 raise MetricError(f"the generator returned {getattr(imgs, 'dtype', type(imgs))} "
                                   f"{tuple(getattr(imgs, 'shape', ()))}; expected uint8 [{len(part) * k}, 3, {r}, {r}]")
@@ -217,6 +220,7 @@ def protocol(ctx: EvalContext, **extra: Any) -> dict[str, Any]:
         "seed_rule": f"generator call c holds prompts [c*{opts.prompts_per_call}, (c+1)*{opts.prompts_per_call}) "
                      f"and uses seed + c",
         "stage": opts.stage,
+        "sampling": {"candidates": opts.candidates, "diversity": opts.diversity} if opts.candidates > 1 else "plain",
         "model_id": ctx.model_id,
         "model_resolution": ctx.resolution,
         "resize_mode": resize_mode_for(ctx.resolution),
