@@ -358,7 +358,11 @@ def model_summary(pipe: StackGANPipeline) -> str:
     res = f"{pipe.stage1.resolution} px stage I"
     if pipe.stage2 is not None:
         res += f" → {pipe.resolution} px stage II"
-    return f"Model **{pipe.model_id}**: {res}; text encoder `{pipe.text_encoder.name}`."
+    line = f"Model **{pipe.model_id}**: {res}; text encoder `{pipe.text_encoder.name}`."
+    if pipe.candidates > 1:
+        line += (f" Each sample is picked from {pipe.candidates} candidates: the ones the text encoder's image tower "
+                 "matches best with the caption, passing over near-copies (Generate and Compare tabs).")
+    return line
 
 
 def trained_on_note(pipe: StackGANPipeline) -> str:

@@ -194,5 +194,9 @@ def test_load_pipeline_optimises_unless_fp32(tiny_pipeline_dir):
     fast = load_pipeline(str(tiny_pipeline_dir), "main", "auto", candidates=3, diversity=0.25)
     assert fast._fast is not None and fast.precision in ("fp32", "bf16")
     assert (fast.candidates, fast.diversity) == (3, 0.25)
+    from app import logic
+
+    assert "picked from 3 candidates" in logic.model_summary(fast)  # the page says how samples are chosen
+    assert "candidates" not in logic.model_summary(load_pipeline(str(tiny_pipeline_dir), "main", "fp32"))
     with pytest.raises(ValueError, match=r"candidates must be an integer in \[1, 16\].*--candidates"):
         load_pipeline(str(tiny_pipeline_dir), "main", "fp32", candidates=99)
