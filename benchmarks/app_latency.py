@@ -10,7 +10,8 @@ Measured for one caption and `--samples` (8) images at stage II, each run with a
                Generate until all images are in the gallery and decoded (queue, HTTP, PNG encoding included)
 Each row is the median of its runs after one warm-up run. `--out DIR` writes DIR/app_latency.json.
 `--model` defaults to the bundled model (stackgan/assets/default); the command fails with a clear
-message when it is missing.
+message when it is missing. The model is served as `python -m app` serves it: `--precision`
+(auto) and `--candidates` (4) as there.
 """
 
 from __future__ import annotations
@@ -141,21 +142,21 @@ def screenshot(session: BrowserSession, path: Path, caption: str, samples: int =
 
 
 # ---------------------------------------------------------------------------- main
-def load(model: str | None):
-    from stackgan.pipeline import PipelineError, StackGANPipeline
-    from stackgan.text.encoder import TextEncoderError
+def load(model: str | None, precision: str = "auto", candidates: int = 4):
+    """The model as `python -m app` serves it with these settings (app.main.load_pipeline)."""
+    from app.main import load_pipeline
 
     try:
-        return StackGANPipeline.from_pretrained(model)
-    except (PipelineError, TextEncoderError) as e:
-        hint = "" if model else " (the bundled model is missing: pass --model RUN_DIR/pipeline)"
-        raise SystemExit(f"error: cannot load the model: {e}{hint}") from None
+        return load_pipeline(model, "main", precision, candidates)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def print_table(result: dict) -> None:
     n = result["samples"]
     rows = [("pipeline call", "pipeline"), ("server: Generate callback", "server"), ("browser: click -> images shown", "browser")]
-    print(f"\nmodel {result['model_id']} ({result['resolution']} px), {n} samples, "
+    print(f"\nmodel {result['model_id']} ({result['resolution']} px, {result['precision']}, "
+          f"{result['candidates']} candidates per sample), {n} samples, "
           f"{result['torch_threads']} torch threads on {result['cpu_count']} CPUs")
     print(f"| {'what':32} | median s | min s | max s | runs |")
     print(f"|{'-' * 34}|---------:|------:|------:|-----:|")
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=7, help="server-side runs (median)")
     p.add_argument("--browser-runs", type=int, default=3, help="browser runs (median); 0 skips the browser")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="as python -m app (default auto)")
+    p.add_argument("--candidates", type=int, default=4, help="as python -m app (default 4)")
     p.add_argument("--out", default=None, help="folder for app_latency.json")
     p.add_argument("--screenshot", default=None, metavar="PATH",
                    help="save a 1280x900 screenshot after generating 8 images; without --out, only that")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = load(args.model)
+    pipe = load(args.model, args.precision, args.candidates)
     from app import logic
 
     caption = args.caption or logic.example_prompts(pipe)[0]
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "app_latency", "model_id": pipe.model_id, "model_source": pipe.source, "resolution": pipe.resolution,
         "caption": caption, "samples": args.samples, "stage": 2, "device": str(pipe.device),
+        "precision": pipe.precision, "candidates": pipe.candidates, "diversity": pipe.diversity,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "torch": torch.__version__, "gradio": gradio.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
