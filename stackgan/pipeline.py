@@ -371,7 +371,8 @@ class StackGANPipeline:
             generator = torch.Generator("cpu")
             generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
         per_prompt = num_images_per_prompt * candidates
-        text = self.encode(prompts).repeat_interleave(per_prompt, dim=0)
+        captions = self.encode(prompts)
+        text = captions.repeat_interleave(per_prompt, dim=0)
         n = text.shape[0]
         g1, g2 = self._fast if self._fast is not None else (self.stage1, self.stage2)
         g2 = g2 if stage == 2 else None
@@ -400,7 +401,7 @@ class StackGANPipeline:
         if candidates > 1:
             final = high if high is not None else low
             emb = torch.cat([self.text_encoder.encode_images(x) for x in torch.split(final, 256)])
-            caption = self.encode(prompts).float().cpu()
+            caption = captions.float().cpu()
             keep = torch.cat([k * per_prompt + select_candidates(
                 emb[k * per_prompt:(k + 1) * per_prompt] @ caption[k], emb[k * per_prompt:(k + 1) * per_prompt],
                 num_images_per_prompt, diversity) for k in range(len(prompts))])  # fmt: skip

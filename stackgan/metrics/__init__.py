@@ -138,8 +138,10 @@ class EvalOptions:
             raise MetricError(f"feature_space must be probe, clip or inception, got {self.feature_space!r}")
         if self.r_precision_candidates < 2:
             raise MetricError(f"r_precision_candidates must be >= 2, got {self.r_precision_candidates}")
-        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= 16:
-            raise MetricError(f"candidates must be an integer in [1, 16], got {self.candidates!r}")
+        from ..pipeline import MAX_CANDIDATES
+
+        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise MetricError(f"candidates must be an integer in [1, {MAX_CANDIDATES}], got {self.candidates!r}")
         if not 0 <= self.diversity <= 4:
             raise MetricError(f"diversity must be in [0, 4], got {self.diversity}")
 
