@@ -16,22 +16,25 @@ import stackgan  # noqa: F401  (offline settings before gradio is imported)
 log = logging.getLogger(__name__)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m app", description="StackGAN web UI (Gradio).")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The web UI's options, shared by `python -m app` and `stackgan app`."""
+    from stackgan.cli import add_sampling_args
+
     p.add_argument("--model", default=None,
                    help="pipeline folder (default: the bundled model in stackgan/assets/default)")
     p.add_argument("--compare-model", default=None, help="second pipeline folder for the Compare tab")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default; needs network)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto (default): the optimised inference path (folded batch norm, transposed convolutions, "
                         "bf16 where the hardware has native bf16 units); fp32: the saved float32 generators as they are")
-    p.add_argument("--candidates", type=int, default=4,
-                   help="draw this many candidates per shown sample and show those the model's image tower matches "
-                        "best with the caption, passing over near-duplicates (1-16; default 4; 1: plain sampling)")
-    p.add_argument("--diversity", type=float, default=0.5,
-                   help="with --candidates > 1: how much likeness to a shown sample counts against a candidate (0-4)")
+    add_sampling_args(p, candidates=4)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description="StackGAN web UI (Gradio).")
+    add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -59,7 +62,11 @@ def load_pipeline(path: str | None, role: str, precision: str = "fp32", candidat
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the page for parsed `add_arguments` options; 2 with a message on bad input."""
     # open_clip logs its loading steps on the root logger: keep the root at WARNING, the app at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("app").setLevel(logging.INFO)

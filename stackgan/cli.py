@@ -12,6 +12,17 @@ from . import env  # noqa: F401
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
+def add_sampling_args(p: argparse.ArgumentParser, candidates: int) -> None:
+    """--candidates / --diversity: the pipeline's candidate sampling (`StackGANPipeline.set_sampling`)."""
+    from .pipeline import MAX_CANDIDATES
+
+    p.add_argument("--candidates", type=int, default=candidates,
+                   help=f"draw this many candidates per image and keep those the model's image tower matches best with "
+                        f"the caption, passing over near-copies (1-{MAX_CANDIDATES}; default {candidates}; 1: plain sampling)")
+    p.add_argument("--diversity", type=float, default=0.5,
+                   help="with --candidates > 1: how much likeness to a kept image counts against a candidate (0-4; default 0.5)")
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "PIL", "matplotlib"):
@@ -134,19 +145,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ app
 def run_app(args: argparse.Namespace) -> int:
-    from app.main import main as app_main
+    from app.main import run
 
-    argv = ["--host", args.host, "--port", str(args.port), "--precision", args.precision]
-    for flag, value in (("--candidates", args.candidates), ("--diversity", args.diversity)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.model:
-        argv += ["--model", args.model]
-    if args.compare_model:
-        argv += ["--compare-model", args.compare_model]
-    if args.share:
-        argv.append("--share")
-    return app_main(argv)
+    return run(args)
 
 
 # ------------------------------------------------------------------ data inspect
@@ -192,25 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="fp32 (default): the saved float32 generators as they are, the same pixels on every CPU; "
                         "bf16 / auto: the optimised path (pipe.optimize), auto = bf16 where the hardware has "
                         "native bf16 units, about 3 x faster there and within about 0.2/255 per pixel")
-    p.add_argument("--candidates", type=int, default=1,
-                   help="draw this many candidates per image and keep those the model's image tower matches best "
-                        "with the prompt, passing over near-duplicates (1-16; default 1: plain sampling)")
-    p.add_argument("--diversity", type=float, default=0.5,
-                   help="with --candidates > 1: how much likeness to a kept image counts against a candidate (0-4)")
+    add_sampling_args(p, candidates=1)
     p.set_defaults(func=run_generate)
 
-    p = sub.add_parser("app", help="start the web UI")
-    p.add_argument("--model", default=None)
-    p.add_argument("--compare-model", default=None, help="second model for the compare tab")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs network)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default): the optimised path, bf16 where the hardware has native bf16 units; "
-                        "fp32: the saved float32 generators as they are")
-    p.add_argument("--candidates", type=int, default=None,
-                   help="candidates per shown sample, ranked by the model's image tower (default: python -m app's, 4; 1: plain)")
-    p.add_argument("--diversity", type=float, default=None, help="with --candidates > 1: the diversity weight (0-4; default 0.5)")
+    p = sub.add_parser("app", help="start the web UI (as python -m app)")
+    from app.main import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run_app)
 
     p = sub.add_parser("data", help="data-set tools")

@@ -185,6 +185,11 @@ def test_command_line_defaults_and_missing_model(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "cannot load the main model" in err and "does not exist" in err and "Traceback" not in err
+    from stackgan.cli import main as cli_main
+
+    # `stackgan app` takes the same options and runs the same code
+    assert cli_main(["app", "--model", str(tmp_path / "missing"), "--port", "0", "--candidates", "2"]) == 2
+    assert "cannot load the main model" in capsys.readouterr().err
 
 
 def test_load_pipeline_optimises_unless_fp32(tiny_pipeline_dir):
