@@ -82,6 +82,12 @@ def bf16_available(device: torch.device) -> bool:
 _DECONV_TAPS = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.float64)
 
 
+def _plain_3x3(conv: nn.Module) -> bool:
+    """A 3x3 Conv2d with stride 1, padding 1 (zeros), no groups or dilation: what UpsampleConv rewrites."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros")
+
+
 class UpsampleConv(nn.Module):
     """Nearest x2 upsampling followed by a 3x3 convolution (stride 1, padding 1), computed as one
     4x4 stride-2 transposed convolution where the input is at least `min_side` pixels wide.
@@ -96,8 +102,7 @@ class UpsampleConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, min_side: int = 8):
         super().__init__()
-        if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1 \
-                or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        if not _plain_3x3(conv):
             raise ValueError(f"UpsampleConv needs a 3x3 convolution with stride 1 and padding 1, got {conv}")
         self.conv, self.min_side = conv, min_side
         taps = _DECONV_TAPS.to(conv.weight.device)
@@ -120,9 +125,7 @@ def deconv_upsampling(module: nn.Module, min_side: int = 8) -> nn.Module:
         for a, b in zip(names, names[1:]):
             up, conv = seq._modules[a], seq._modules[b]
             if isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None \
-                    and up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and isinstance(conv, nn.Conv2d) \
-                    and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1) \
-                    and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros":
+                    and up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0)) and _plain_3x3(conv):
                 seq._modules[a], seq._modules[b] = nn.Identity(), UpsampleConv(conv, min_side)
     return module
 
