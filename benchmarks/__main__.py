@@ -367,6 +367,9 @@ def _floor_rate(rates: dict, device: torch.device) -> float:
     return max(rates["fp32"], rates["bf16"]) if bf16_available(device) else rates["fp32"]
 
 
+SENSITIVITY_NUDGES = (1e-3, 3e-3)  # relative changes of the noise inputs for the float32 sensitivity reference
+
+
 def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
     """The optimised bf16 path (`optimize(precision="bf16")`) against the plain float32 one on the
     bundled model: the same prompts, seeds and noise, compared pixel by pixel (uint8) and through
@@ -382,25 +385,46 @@ def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
         pipe = StackGANPipeline.from_pretrained(device=device)
         if precision == "bf16":
             pipe.optimize(precision="bf16")
+        else:
+            pipe_fp32 = pipe
         t0 = time.perf_counter()
         images[precision] = pipe(prompts, num_images_per_prompt=k, seed=0, output_type="pt").images
         seconds[precision] = time.perf_counter() - t0
-    a, b = images["fp32"].int(), images["bf16"].int()
-    diff = (a - b).abs().float()
+    # The model's own sensitivity, for scale: float32 again, with every noise input (z and both conditioning
+    # noises) multiplied by 1 + 1e-3 and 1 + 3e-3. Samples near the probe's decision boundaries change reading
+    # under any perturbation; how many do so under these tiny ones is the floor any reduced precision meets.
+    for nudge in SENSITIVITY_NUDGES:
+        images[f"fp32_x{1 + nudge:g}"] = pipe_fp32(prompts, num_images_per_prompt=k, seed=0, output_type="pt",
+                                                   noise_scale=1 + nudge).images  # fmt: skip
     probe, _ = load_probe()
     probe = probe.to(device)
-    pa, pb = probe.predict(images["fp32"].to(device)), probe.predict(images["bf16"].to(device))
-    same = {name: (pa[name] == pb[name]).float().mean().item() for name in pa}
-    all_same = torch.stack([pa[name] == pb[name] for name in pa]).all(0).float().mean().item()
+    reads = {key: probe.predict(im.to(device)) for key, im in images.items()}
+
+    def compare(key: str) -> tuple[dict[str, float], float, float]:
+        pa, pb = reads["fp32"], reads[key]
+        same = {name: (pa[name] == pb[name]).float().mean().item() for name in pa}
+        all_same = torch.stack([pa[name] == pb[name] for name in pa]).all(0).float().mean().item()
+        return same, all_same, (images["fp32"].int() - images[key].int()).abs().float().mean().item()
+
+    a, b = images["fp32"].int(), images["bf16"].int()
+    diff = (a - b).abs().float()
+    same, all_same, _ = compare("bf16")
+    sensitivity = []
+    for nudge in SENSITIVITY_NUDGES:
+        _, s_same, s_diff = compare(f"fp32_x{1 + nudge:g}")
+        sensitivity.append({"noise_scale": 1 + nudge, "probe_same_all_attributes": s_same, "mean_abs_diff_uint8": s_diff})
     r = {"samples": a.shape[0], "prompts": len(prompts), "per_prompt": k, "emulated_bf16": not bf16_available(device),
          "mean_abs_diff_uint8": diff.mean().item(), "p99_abs_diff_uint8": diff.flatten().quantile(0.99).item()
          if diff.numel() <= 16_000_000 else None, "max_abs_diff_uint8": diff.max().item(),
-         "probe_same_all_attributes": all_same, "probe_same_per_attribute": same,
+         "probe_same_all_attributes": all_same, "probe_same_per_attribute": same, "fp32_sensitivity": sensitivity,
          "fp32_s": seconds["fp32"], "bf16_s": seconds["bf16"]}
     print(f"  bf16 vs fp32, bundled model, {r['samples']} samples ({len(prompts)} prompts x {k}"
           f"{', bf16 emulated' if r['emulated_bf16'] else ''}): mean |diff| {r['mean_abs_diff_uint8']:.2f}/255, "
           f"max {r['max_abs_diff_uint8']:.0f}/255; the probe reads the same 5 attributes for "
           f"{100 * all_same:.1f} % of samples", flush=True)
+    for row in sensitivity:
+        print(f"  for scale: float32 with the noise x {row['noise_scale']:g}: mean |diff| {row['mean_abs_diff_uint8']:.3f}/255, "
+              f"the probe reads the same 5 attributes for {100 * row['probe_same_all_attributes']:.1f} %", flush=True)
     return r
 
 
@@ -543,6 +567,11 @@ def to_markdown(r: dict) -> str:
                   f"mean |difference| {q['mean_abs_diff_uint8']:.2f}/255 on uint8 pixels (max {q['max_abs_diff_uint8']:.0f}); "
                   f"the shapes probe reads the same five attributes for {100 * q['probe_same_all_attributes']:.1f} % of "
                   f"samples (" + ", ".join(f"{k} {100 * v:.1f} %" for k, v in q["probe_same_per_attribute"].items()) + ")."]
+        if q.get("fp32_sensitivity"):
+            lines += ["", "For scale, the model's own sensitivity: float32 again with every noise input scaled by "
+                      + "; ".join(f"{row['noise_scale']:g}: mean |difference| {row['mean_abs_diff_uint8']:.3f}/255, same five "
+                                  f"attributes for {100 * row['probe_same_all_attributes']:.1f} %" for row in q["fp32_sensitivity"])
+                      + " of the samples."]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,11 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     q = r["precision"]
     assert q["samples"] == 4 and 0 <= q["mean_abs_diff_uint8"] < 255 and 0 <= q["probe_same_all_attributes"] <= 1
+    # the float32 sensitivity reference: a nudge of the noise moves pixels, and more for the larger nudge
+    nudged = q["fp32_sensitivity"]
+    assert [row["noise_scale"] for row in nudged] == [1.001, 1.003]
+    assert 0 < nudged[0]["mean_abs_diff_uint8"] < nudged[1]["mean_abs_diff_uint8"]
+    assert "own sensitivity" in md
     assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "Optimised bf16 path" in md
 
 
