@@ -115,10 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--scales must be comma-separated numbers, got {args.scales!r}")
     if not scales or any(s <= 0 for s in scales):
         p.error(f"--scales must be positive numbers, got {args.scales!r}")
-    from stackgan.pipeline import StackGANPipeline
+    from stackgan.pipeline import PipelineError, StackGANPipeline
 
     t0 = time.time()
-    pipe = StackGANPipeline.from_pretrained(args.model)
+    try:
+        pipe = StackGANPipeline.from_pretrained(args.model)
+    except PipelineError as e:
+        p.error(str(e))
     res = measure(pipe, args.contexts, args.draws, scales, args.seed)
     res["seconds"] = time.time() - t0
     table = markdown(res)

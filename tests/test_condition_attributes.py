@@ -50,3 +50,9 @@ def test_bad_scales_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--scales", "1,zero"])
     assert "--scales" in capsys.readouterr().err
+
+
+def test_a_missing_model_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "nowhere")])
+    assert "does not exist" in capsys.readouterr().err
