@@ -379,14 +379,12 @@ def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
     from stackgan.metrics.shapes_bench import load_prompt_set
 
     prompts = [p["prompt"] for p in load_prompt_set(num_prompts=num_prompts)["prompts"]]
-    images, seconds = {}, {}
+    images, seconds, pipes = {}, {}, {}
     for precision in ("fp32", "bf16"):
         # float32: the saved generators as they are; bf16: what `optimize()` serves on this hardware
-        pipe = StackGANPipeline.from_pretrained(device=device)
+        pipe = pipes[precision] = StackGANPipeline.from_pretrained(device=device)
         if precision == "bf16":
             pipe.optimize(precision="bf16")
-        else:
-            pipe_fp32 = pipe
         t0 = time.perf_counter()
         images[precision] = pipe(prompts, num_images_per_prompt=k, seed=0, output_type="pt").images
         seconds[precision] = time.perf_counter() - t0
@@ -394,8 +392,8 @@ def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
     # noises) multiplied by 1 + 1e-3 and 1 + 3e-3. Samples near the probe's decision boundaries change reading
     # under any perturbation; how many do so under these tiny ones is the floor any reduced precision meets.
     for nudge in SENSITIVITY_NUDGES:
-        images[f"fp32_x{1 + nudge:g}"] = pipe_fp32(prompts, num_images_per_prompt=k, seed=0, output_type="pt",
-                                                   noise_scale=1 + nudge).images  # fmt: skip
+        images[f"fp32_x{1 + nudge:g}"] = pipes["fp32"](prompts, num_images_per_prompt=k, seed=0, output_type="pt",
+                                                    noise_scale=1 + nudge).images  # fmt: skip
     probe, _ = load_probe()
     probe = probe.to(device)
     reads = {key: probe.predict(im.to(device)) for key, im in images.items()}

@@ -72,12 +72,12 @@ def measure(pipe, contexts: int = 200, draws: int = 16, scales: tuple[float, ...
     for a, attr in enumerate(ATTRIBUTES):
         caps = _candidate_captions(attr, contexts, seed * 1000 + a)
         values = len(ATTRIBUTES[attr])
-        emb = pipe.encode([c for group in caps for c in group]).float().cpu()
+        emb = pipe.encode([c for group in caps for c in group]).float()
         distinct = sum(len(set(group)) == values for group in caps) / contexts
         rows[attr] = {"values": values, "chance": 1 / values, "contexts": contexts, "distinct_captions": distinct,
                       "example": caps[0]}  # fmt: skip
         for name, g in stages.items():
-            _, mu, logvar = g.ca(emb.to(next(g.parameters()).device), eps=torch.zeros(len(emb), g.cond_dim))
+            _, mu, logvar = g.ca(emb, eps=torch.zeros(len(emb), g.cond_dim, device=emb.device))
             mu = mu.float().cpu().view(contexts, values, -1)
             logvar = logvar.float().cpu().view(contexts, values, -1)
             rows[attr][name] = {f"{s:g}": recoverable(mu, logvar, s, draws, gen) for s in scales}
