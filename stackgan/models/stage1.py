@@ -19,9 +19,15 @@ class Stage1Generator(nn.Module):
         cond_dim:   conditioning-augmentation dimension (paper: 128).
         gf:         base width; the 4x4 map has 8 * gf channels (paper: gf 128 -> 1024).
         resolution: output side in pixels, a power of two >= 8 (paper: 64).
+        film:       the condition also scales and shifts every upsampling block's batch-norm output
+                    per sample (FiLM, Perez et al. 2018; DF-GAN's deep fusion does the same with
+                    text): h = ReLU(BN(conv(up(h))) * (1 + gamma(c)) + beta(c)). gamma and beta
+                    start at 0, so an untrained modulation is StackGAN's block. Off: StackGAN,
+                    where the text enters only through the first layer.
     """
 
-    def __init__(self, text_dim: int, z_dim: int = 100, cond_dim: int = 128, gf: int = 128, resolution: int = 64):
+    def __init__(self, text_dim: int, z_dim: int = 100, cond_dim: int = 128, gf: int = 128, resolution: int = 64,
+                 film: bool = False):
         super().__init__()
         self.text_dim, self.z_dim, self.cond_dim, self.resolution = text_dim, z_dim, cond_dim, resolution
         n_up = log2_int(resolution, "stage I resolution") - 2
@@ -33,10 +39,16 @@ class Stage1Generator(nn.Module):
             ups.append(up_block(ch, max(ch // 2, 8)))
             ch = max(ch // 2, 8)
         self.ups = nn.Sequential(*ups)
+        # One Linear per block, c -> (gamma, beta); the blocks keep StackGAN's layout and names, so
+        # BatchNorm folding and the transposed-convolution rewrite (stackgan.optimize) apply unchanged.
+        self.film = nn.ModuleList(nn.Linear(cond_dim, 2 * blk[1].out_channels) for blk in ups) if film else None
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         self.ch0 = gf * 8
         init_weights(self)
         self.ca.reset_parameters()
+        for lin in self.film or ():
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
     def forward(
         self, text: torch.Tensor, z: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
@@ -51,7 +63,13 @@ class Stage1Generator(nn.Module):
         c, mu, logvar = self.ca(text, eps, noise_scale)
         with torch.autocast(text.device.type, enabled=False):
             h = self.fc(torch.cat([z.float(), c], dim=1)).view(-1, self.ch0, 4, 4)  # [N, 8gf, 4, 4]
-        return self.to_rgb(self.ups(h)), mu, logvar
+        if self.film is None:
+            return self.to_rgb(self.ups(h)), mu, logvar
+        for (up, conv, bn, act), lin in zip(self.ups, self.film):
+            gamma, beta = lin(c).chunk(2, dim=1)
+            h = bn(conv(up(h)))
+            h = act(h * (1 + gamma[:, :, None, None].to(h.dtype)) + beta[:, :, None, None].to(h.dtype))
+        return self.to_rgb(h), mu, logvar
 
 
 class Stage1Discriminator(MatchingDiscriminator):

@@ -69,7 +69,7 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
                          "(stackgan.training.loop.d_tower_channels(cfg, encoder))")
     tower_channels = tower_channels if m.d_tower else 0
     if stage == 1:
-        g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1)
+        g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1, m.g1_film)
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
                                 m.d_norm, m.d_cond, tower_channels)
     else:
@@ -202,6 +202,8 @@ def _adopt_init_architecture(cfg: Config, init: StackGANPipeline) -> str:
     """Fine-tuning builds the generators the init pipeline has, whatever the preset says."""
     g1, g2 = init.stage1, init.stage2
     arch = {"z_dim": g1.z_dim, "cond_dim": g1.cond_dim, "gf": g1.ch0 // 8, "res1": g1.resolution}
+    if g1.film is not None:  # without it, model.g1_film=true adds the modulation, zero-initialised (_train_stage)
+        arch["g1_film"] = True
     if g2 is not None:
         arch.update(res_blocks=len(g2.res), res2=g2.resolution)
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
@@ -262,6 +264,13 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
             raise ConfigError(f"{what}, so its stage I cannot be kept as it is: its text projection must be trained "
                               "again. Drop --freeze-stage1 and train both stages (train.stages=[1,2])")
         log.info("%s: the generators' text projections start from fresh weights", what)
+    if init is not None and cfg.model.g1_film and init.stage1.film is None:
+        if freeze_stage1 or 1 not in cfg.train.stages:
+            raise ConfigError(f"model.g1_film=true adds FiLM layers to the stage I generator of {init.source}, which "
+                              "has none, so its stage I must be trained: drop --freeze-stage1 and train stage I "
+                              "(train.stages=[1,2] or [1]), or set model.g1_film=false")
+        log.info("adding FiLM layers to the stage I generator of %s (zero-initialised: training starts from its "
+                 "images exactly)", init.source)
     if cfg.train.clip_weight > 0:
         if not encoder.has_image_tower:
             raise ConfigError(f"train.clip_weight needs a text encoder with an image tower (a full CLIP model); "
@@ -371,6 +380,8 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             state = start.state_dict()
             if start.text_dim != ctx.encoder.dim:  # allowed only with reinit_text_projection (checked above)
                 state = {**state, **{k: v for k, v in G.state_dict().items() if k.startswith("ca.")}}
+            if stage == 1 and G.film is not None and start.film is None:  # model.g1_film added to the init
+                state = {**state, **{k: v for k, v in G.state_dict().items() if k.startswith("film.")}}
             load_state_strict(G, state, f"stage {stage} of {ctx.init.source}")
     ema = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
