@@ -53,9 +53,11 @@ class ModelConfig:
     gf: int = 128  # generator base width (stage I starts at 8 * gf channels at 4x4)
     df: int = 64  # discriminator base width
     res_blocks: int = 4  # residual blocks in the stage II generator
-    # The stage I condition also modulates every upsampling block after its batch norm (FiLM /
-    # conditional batch norm, per-sample scale and shift from c); off: StackGAN's generator.
+    # The stage's condition also modulates every upsampling block of its generator after the batch
+    # norm (FiLM / conditional batch norm: per-sample scale and shift from c, starting at 0); off:
+    # StackGAN's generators. With --init-from a pipeline without it, the layers are added at zero.
     g1_film: bool = False
+    g2_film: bool = False
     res1: int = 64  # stage I resolution
     res2: int = 256  # stage II resolution
     d1_minibatch: str = "mbd"  # none | mbd (minibatch discrimination) | mbstd (minibatch stddev)

@@ -59,11 +59,11 @@ BIG_ARG = 1024  # any argument above this: shapes are checked before the model i
 def generator_config(g: torch.nn.Module) -> dict[str, Any]:
     if isinstance(g, Stage1Generator):
         args = {"text_dim": g.text_dim, "z_dim": g.z_dim, "cond_dim": g.cond_dim, "gf": g.ch0 // 8, "resolution": g.resolution}
-        if g.film is not None:  # written only when on, so models without it keep their config.json
-            args["film"] = 1
     else:
         args = {"text_dim": g.text_dim, "cond_dim": g.cond_dim, "gf": g.encoder[0].out_channels,
                 "res_blocks": len(g.res), "res_in": g.res_in, "resolution": g.resolution}
+    if g.film is not None:  # written only when on, so models without it keep their config.json
+        args["film"] = 1
     return {"class": type(g).__name__, "args": args}
 
 

@@ -1,5 +1,5 @@
-"""The stage I generator's FiLM option (`model.g1_film`): the condition scales and shifts every
-upsampling block after its batch norm. Starts as StackGAN's generator, learns, survives the
+"""The generators' FiLM option (`model.g1_film`, `model.g2_film`): the condition scales and shifts
+every upsampling block after its batch norm. Starts as StackGAN's generator, learns, survives the
 inference rewrites, saves and loads, trains, and is part of the architecture a resume checks."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from test_training import small_cfg, stage1_cfg
 
 from stackgan.models.stage1 import Stage1Generator
+from stackgan.models.stage2 import Stage2Generator
 from stackgan.optimize import bf16_available, optimize_generator
 from stackgan.pipeline import StackGANPipeline
 from stackgan.text.encoder import load_text_encoder
@@ -159,3 +160,37 @@ def test_fine_tuning_a_pipeline_without_it_adds_it_zero_initialised(tiny_pipelin
     assert all(torch.allclose(init.stage1.state_dict()[k], tuned_state[k], atol=1e-9) for k in weights)
     with pytest.raises(ConfigError, match="g1_film.*--freeze-stage1"):
         train(small_cfg("model.g1_film=true"), tmp_path / "frozen", init_from=str(tiny_pipeline_dir), freeze_stage1=True)
+
+
+def _stage2_pair():
+    torch.manual_seed(0)
+    plain = Stage2Generator(32, cond_dim=8, gf=4, res_blocks=1, res_in=16, resolution=32)
+    film = Stage2Generator(32, cond_dim=8, gf=4, res_blocks=1, res_in=16, resolution=32, film=True)
+    assert len(film.film) == len(film.ups) == 3
+    film.load_state_dict(plain.state_dict(), strict=False)
+    low = torch.rand(6, 3, 16, 16) * 2 - 1
+    text, _, eps = _inputs()
+    return plain, film, (low, text, eps)
+
+
+def test_stage2_untrained_modulation_is_stackgans_then_it_reads_the_condition_and_folds():
+    plain, film, inputs = _stage2_pair()
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(*inputs)[0], film.eval()(*inputs)[0])
+    _randomise_film(film)
+    _trained(film, *inputs)
+    with torch.no_grad():
+        ref = film(*inputs)[0]
+        assert not torch.allclose(ref, plain(*inputs)[0], atol=1e-3)
+        fast = optimize_generator(film, fold_bn=True, deconv=True, channels_last=True)
+        assert torch.allclose(ref, fast(*inputs)[0], atol=1e-5)
+
+
+def test_stage2_switch_trains_saves_and_is_added_to_an_init_without_it(tiny_pipeline_dir, tmp_path):
+    pipeline_dir = train(small_cfg("train.max_steps=2", "model.g2_film=true"), tmp_path / "run")
+    pipe = StackGANPipeline.from_pretrained(pipeline_dir)
+    assert pipe.stage1.film is None and pipe.stage2.film is not None
+    assert json.loads((pipeline_dir / "stage2" / "config.json").read_text())["args"]["film"] == 1
+    tuned_dir = train(small_cfg("train.stages=[2]", "train.max_steps=1", "model.g2_film=true"), tmp_path / "ft",
+                      init_from=str(tiny_pipeline_dir))
+    assert StackGANPipeline.from_pretrained(tuned_dir).stage2.film is not None

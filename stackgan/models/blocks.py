@@ -56,6 +56,28 @@ class ResBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
+def film_layers(ups: nn.Sequential, cond_dim: int) -> nn.ModuleList:
+    """One Linear per `up_block` of `ups`, c -> (gamma, beta) for its batch-norm output, at zero:
+    an untrained modulation leaves the blocks as they are. Call after `init_weights`."""
+    layers = nn.ModuleList(nn.Linear(cond_dim, 2 * blk[2].num_features) for blk in ups)
+    for lin in layers:
+        nn.init.zeros_(lin.weight)
+        nn.init.zeros_(lin.bias)
+    return layers
+
+
+def modulated_ups(ups: nn.Sequential, film: nn.ModuleList, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """`ups(h)` with each block's batch-norm output scaled and shifted per sample by the condition
+    (FiLM, Perez et al. 2018; conditional batch norm): ReLU(BN(conv(up(h))) * (1 + gamma(c)) + beta(c)).
+    The blocks keep `up_block`'s layout, so BatchNorm folding and the transposed-convolution
+    rewrite of `stackgan.optimize` apply to them unchanged."""
+    for (up, conv, bn, act), lin in zip(ups, film):
+        gamma, beta = lin(c).chunk(2, dim=1)
+        h = bn(conv(up(h)))
+        h = act(h * (1 + gamma[:, :, None, None].to(h.dtype)) + beta[:, :, None, None].to(h.dtype))
+    return h
+
+
 def init_weights(module: nn.Module) -> None:
     """StackGAN's init: conv/linear weights N(0, 0.02), BN gamma N(1, 0.02), biases 0."""
     for m in module.modules():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import D_NORMS, conv3x3, down_block, init_weights, log2_int, spectral_normalize, up_block
+from .blocks import (D_NORMS, conv3x3, down_block, film_layers, init_weights, log2_int, modulated_ups,
+                     spectral_normalize, up_block)
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
@@ -21,9 +22,9 @@ class Stage1Generator(nn.Module):
         resolution: output side in pixels, a power of two >= 8 (paper: 64).
         film:       the condition also scales and shifts every upsampling block's batch-norm output
                     per sample (FiLM, Perez et al. 2018; DF-GAN's deep fusion does the same with
-                    text): h = ReLU(BN(conv(up(h))) * (1 + gamma(c)) + beta(c)). gamma and beta
-                    start at 0, so an untrained modulation is StackGAN's block. Off: StackGAN,
-                    where the text enters only through the first layer.
+                    text; `modulated_ups`). gamma and beta start at 0, so an untrained modulation
+                    is StackGAN's block. Off: StackGAN, where the text enters only through the
+                    first layer.
     """
 
     def __init__(self, text_dim: int, z_dim: int = 100, cond_dim: int = 128, gf: int = 128, resolution: int = 64,
@@ -39,16 +40,11 @@ class Stage1Generator(nn.Module):
             ups.append(up_block(ch, max(ch // 2, 8)))
             ch = max(ch // 2, 8)
         self.ups = nn.Sequential(*ups)
-        # One Linear per block, c -> (gamma, beta); the blocks keep StackGAN's layout and names, so
-        # BatchNorm folding and the transposed-convolution rewrite (stackgan.optimize) apply unchanged.
-        self.film = nn.ModuleList(nn.Linear(cond_dim, 2 * blk[1].out_channels) for blk in ups) if film else None
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         self.ch0 = gf * 8
         init_weights(self)
         self.ca.reset_parameters()
-        for lin in self.film or ():
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        self.film = film_layers(self.ups, cond_dim) if film else None
 
     def forward(
         self, text: torch.Tensor, z: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
@@ -63,12 +59,7 @@ class Stage1Generator(nn.Module):
         c, mu, logvar = self.ca(text, eps, noise_scale)
         with torch.autocast(text.device.type, enabled=False):
             h = self.fc(torch.cat([z.float(), c], dim=1)).view(-1, self.ch0, 4, 4)  # [N, 8gf, 4, 4]
-        if self.film is None:
-            return self.to_rgb(self.ups(h)), mu, logvar
-        for (up, conv, bn, act), lin in zip(self.ups, self.film):
-            gamma, beta = lin(c).chunk(2, dim=1)
-            h = bn(conv(up(h)))
-            h = act(h * (1 + gamma[:, :, None, None].to(h.dtype)) + beta[:, :, None, None].to(h.dtype))
+        h = self.ups(h) if self.film is None else modulated_ups(self.ups, self.film, h, c)
         return self.to_rgb(h), mu, logvar
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import D_NORMS, ResBlock, conv3x3, down_block, init_weights, log2_int, spectral_normalize, up_block
+from .blocks import (D_NORMS, ResBlock, conv3x3, down_block, film_layers, init_weights, log2_int, modulated_ups,
+                     spectral_normalize, up_block)
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
@@ -23,10 +24,14 @@ class Stage2Generator(nn.Module):
         res_blocks: residual blocks at res_in/4 (paper: 4).
         res_in:     side of the stage I image (paper: 64).
         resolution: output side (paper: 256).
+        film:       the condition also scales and shifts every upsampling block's batch-norm output
+                    per sample (`modulated_ups`), starting at zero; off: StackGAN, where the text
+                    joins only once, before the residual blocks.
     """
 
     def __init__(
-        self, text_dim: int, cond_dim: int = 128, gf: int = 128, res_blocks: int = 4, res_in: int = 64, resolution: int = 256
+        self, text_dim: int, cond_dim: int = 128, gf: int = 128, res_blocks: int = 4, res_in: int = 64, resolution: int = 256,
+        film: bool = False,
     ):
         super().__init__()
         self.text_dim, self.cond_dim, self.res_in, self.resolution = text_dim, cond_dim, res_in, resolution
@@ -49,6 +54,7 @@ class Stage2Generator(nn.Module):
         self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         init_weights(self)
         self.ca.reset_parameters()
+        self.film = film_layers(self.ups, cond_dim) if film else None
 
     def forward(
         self, low: torch.Tensor, text: torch.Tensor, eps: torch.Tensor | None = None, noise_scale: float = 1.0
@@ -60,7 +66,8 @@ class Stage2Generator(nn.Module):
         h = self.encoder(low)  # [N, 4gf, res_in/4, res_in/4]
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
         h = self.res(self.joint(torch.cat([h, c_map], dim=1)))
-        return self.to_rgb(self.ups(h)), mu, logvar
+        h = self.ups(h) if self.film is None else modulated_ups(self.ups, self.film, h, c)
+        return self.to_rgb(h), mu, logvar
 
 
 class Stage2Discriminator(MatchingDiscriminator):

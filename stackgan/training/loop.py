@@ -73,7 +73,7 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
                                 m.d_norm, m.d_cond, tower_channels)
     else:
-        g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2)
+        g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
                                 m.d_norm, m.d_cond, tower_channels)
     return g, d
@@ -206,6 +206,8 @@ def _adopt_init_architecture(cfg: Config, init: StackGANPipeline) -> str:
         arch["g1_film"] = True
     if g2 is not None:
         arch.update(res_blocks=len(g2.res), res2=g2.resolution)
+        if g2.film is not None:
+            arch["g2_film"] = True
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
     for k, (_, v) in changed.items():
         setattr(cfg.model, k, v)
@@ -264,13 +266,17 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
             raise ConfigError(f"{what}, so its stage I cannot be kept as it is: its text projection must be trained "
                               "again. Drop --freeze-stage1 and train both stages (train.stages=[1,2])")
         log.info("%s: the generators' text projections start from fresh weights", what)
-    if init is not None and cfg.model.g1_film and init.stage1.film is None:
-        if freeze_stage1 or 1 not in cfg.train.stages:
-            raise ConfigError(f"model.g1_film=true adds FiLM layers to the stage I generator of {init.source}, which "
-                              "has none, so its stage I must be trained: drop --freeze-stage1 and train stage I "
-                              "(train.stages=[1,2] or [1]), or set model.g1_film=false")
-        log.info("adding FiLM layers to the stage I generator of %s (zero-initialised: training starts from its "
-                 "images exactly)", init.source)
+    for stage, name, on, start in ((1, "I", cfg.model.g1_film, init and init.stage1),
+                                   (2, "II", cfg.model.g2_film, init and init.stage2)):
+        if not on or start is None or start.film is not None:
+            continue
+        if stage not in cfg.train.stages or (stage == 1 and freeze_stage1):
+            raise ConfigError(f"model.g{stage}_film=true adds FiLM layers to the stage {name} generator of {init.source}, "
+                              f"which has none, so its stage {name} must be trained: "
+                              + ("drop --freeze-stage1 and " if stage == 1 and freeze_stage1 else "")
+                              + f"put {stage} in train.stages, or set model.g{stage}_film=false")
+        log.info("adding FiLM layers to the stage %s generator of %s (zero-initialised: training starts from its "
+                 "images exactly)", name, init.source)
     if cfg.train.clip_weight > 0:
         if not encoder.has_image_tower:
             raise ConfigError(f"train.clip_weight needs a text encoder with an image tower (a full CLIP model); "
@@ -380,7 +386,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             state = start.state_dict()
             if start.text_dim != ctx.encoder.dim:  # allowed only with reinit_text_projection (checked above)
                 state = {**state, **{k: v for k, v in G.state_dict().items() if k.startswith("ca.")}}
-            if stage == 1 and G.film is not None and start.film is None:  # model.g1_film added to the init
+            if G.film is not None and start.film is None:  # model.g1_film / g2_film added to the init
                 state = {**state, **{k: v for k, v in G.state_dict().items() if k.startswith("film.")}}
             load_state_strict(G, state, f"stage {stage} of {ctx.init.source}")
     ema = copy.deepcopy(G).eval().requires_grad_(False).to(device)
