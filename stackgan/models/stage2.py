@@ -5,8 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import (D_NORMS, ResBlock, conv3x3, down_block, film_layers, init_weights, log2_int, modulated_ups,
-                     spectral_normalize, up_block)
+from .blocks import (
+    D_NORMS,
+    ResBlock,
+    conv3x3,
+    down_block,
+    film_layers,
+    init_weights,
+    log2_int,
+    modulated_ups,
+    spectral_normalize,
+    up_block,
+)
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
