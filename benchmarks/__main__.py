@@ -299,8 +299,9 @@ def bench_training_loop(device: torch.device, quick: bool) -> dict:
     overrides = [f"text.model=local-dir:{DEFAULT_MODEL_DIR / 'text_encoder'}", "text.train_steps=0", "train.stages=[1]",
                  f"data.size={200 if quick else 2000}", "data.test_size=200", f"train.max_steps={steps}", f"train.log_every={window}",
                  "train.snapshot_every=100000", "train.checkpoint_every=100000", "model.d1_minibatch=mbstd",
-                 # the same discriminator as the bare step in bench_training
-                 "model.d_norm=batch", "model.d_cond=concat", "train.loss=bce", "train.clip_weight=0"]
+                 # the same generator and discriminator as the bare step in bench_training
+                 "model.g1_film=false", "model.d_norm=batch", "model.d_cond=concat", "train.loss=bce",
+                 "train.clip_weight=0"]
     if quick:
         overrides += ["model.z_dim=8", "model.cond_dim=8"]
     cfg = load_config(root / "configs" / preset, overrides)
