@@ -6,8 +6,8 @@
 mkdir -p runs/film
 te="text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 train.mixed_precision=bf16"
 
-# 1. Stage I from scratch, with and without FiLM: 1,500 steps (seed 1; seed 0 above) and 4,000 steps (seed 0).
-for steps_seed in 1500:1 4000:0; do
+# 1. Stage I from scratch, with and without FiLM: 1,500 steps (seed 1; seed 0 above) and 4,000 steps (seeds 0 and 1).
+for steps_seed in 1500:1 4000:0 4000:1; do
   steps=${steps_seed%%:*}; seed=${steps_seed##*:}
   for film in false true; do
     OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml $te train.stages=[1] train.max_steps=$steps \
