@@ -194,3 +194,10 @@ def test_stage2_switch_trains_saves_and_is_added_to_an_init_without_it(tiny_pipe
     tuned_dir = train(small_cfg("train.stages=[2]", "train.max_steps=1", "model.g2_film=true"), tmp_path / "ft",
                       init_from=str(tiny_pipeline_dir))
     assert StackGANPipeline.from_pretrained(tuned_dir).stage2.film is not None
+
+
+def test_stage2_switch_on_an_init_without_it_needs_stage2_trained(tiny_pipeline_dir, tmp_path):
+    from stackgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"g2_film.*put 2 in train.stages"):
+        train(small_cfg("train.stages=[1]", "model.g2_film=true"), tmp_path / "run", init_from=str(tiny_pipeline_dir))

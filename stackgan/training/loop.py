@@ -202,7 +202,7 @@ def _adopt_init_architecture(cfg: Config, init: StackGANPipeline) -> str:
     """Fine-tuning builds the generators the init pipeline has, whatever the preset says."""
     g1, g2 = init.stage1, init.stage2
     arch = {"z_dim": g1.z_dim, "cond_dim": g1.cond_dim, "gf": g1.ch0 // 8, "res1": g1.resolution}
-    if g1.film is not None:  # without it, model.g1_film=true adds the modulation, zero-initialised (_train_stage)
+    if g1.film is not None:  # without it, model.g1_film=true adds the modulation, zero-initialised (run_stage)
         arch["g1_film"] = True
     if g2 is not None:
         arch.update(res_blocks=len(g2.res), res2=g2.resolution)
@@ -270,11 +270,11 @@ def _prepare_context(cfg: Config, out: Path, accelerator, init: StackGANPipeline
                                    (2, "II", cfg.model.g2_film, init and init.stage2)):
         if not on or start is None or start.film is not None:
             continue
-        if stage not in cfg.train.stages or (stage == 1 and freeze_stage1):
+        frozen = stage == 1 and freeze_stage1
+        if frozen or stage not in cfg.train.stages:
+            fix = "drop --freeze-stage1" if frozen else f"put {stage} in train.stages"
             raise ConfigError(f"model.g{stage}_film=true adds FiLM layers to the stage {name} generator of {init.source}, "
-                              f"which has none, so its stage {name} must be trained: "
-                              + ("drop --freeze-stage1 and " if stage == 1 and freeze_stage1 else "")
-                              + f"put {stage} in train.stages, or set model.g{stage}_film=false")
+                              f"which has none, so its stage {name} must be trained: {fix}, or set model.g{stage}_film=false")
         log.info("adding FiLM layers to the stage %s generator of %s (zero-initialised: training starts from its "
                  "images exactly)", name, init.source)
     if cfg.train.clip_weight > 0:
