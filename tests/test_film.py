@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from test_optimize import _trained_bn
 from test_training import small_cfg, stage1_cfg
 
 from stackgan.models.stage1 import Stage1Generator
@@ -84,19 +85,11 @@ def test_gradient_reaches_zero_initialised_modulation():
     assert all(p.grad.abs().sum() > 0 for p in film.film.parameters())
 
 
-def _trained(g: Stage1Generator, text, z, eps) -> Stage1Generator:
-    g.train()
-    with torch.no_grad():
-        for _ in range(5):
-            g(text, z, eps)
-    return g.eval()
-
-
 def test_optimised_copy_matches_the_plain_forward():
     _, film = _pair()
     _randomise_film(film)
     text, z, eps = _inputs()
-    _trained(film, text, z, eps)
+    _trained_bn(film, text, z, eps)
     fast = optimize_generator(film, fold_bn=True, deconv=True, channels_last=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.ups.modules())
     with torch.no_grad():
@@ -178,7 +171,7 @@ def test_stage2_untrained_modulation_is_stackgans_then_it_reads_the_condition_an
     with torch.no_grad():
         assert torch.equal(plain.eval()(*inputs)[0], film.eval()(*inputs)[0])
     _randomise_film(film)
-    _trained(film, *inputs)
+    _trained_bn(film, *inputs)
     with torch.no_grad():
         ref = film(*inputs)[0]
         assert not torch.allclose(ref, plain(*inputs)[0], atol=1e-3)
