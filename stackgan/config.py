@@ -66,7 +66,9 @@ class ModelConfig:
     mbd_dims: int = 5  # C in Salimans et al. 2016
     mbd_scope: str = "group"  # group: compare samples of one caption; batch: the whole batch
     mbstd_group: int = 4  # group size of minibatch stddev when mbd_scope=batch
-    d_norm: str = "batch"  # batch (StackGAN) | spectral (no batch norm; spectral norm on every D layer)
+    # batch (StackGAN) | spectral (no batch norm; spectral norm on every D layer) | none (neither;
+    # pair it with train.r1_gamma, as DF-GAN pairs its unnormalised discriminator with a gradient penalty)
+    d_norm: str = "batch"
     d_cond: str = "concat"  # concat (StackGAN: text tiled and concatenated) | projection (Miyato & Koyama 2018)
     # Both discriminators also read the text encoder's frozen image tower: its feature map after
     # block d_tower_block (negative: from the end), pooled to 4x4, joined to their own features.
@@ -99,6 +101,14 @@ class TrainConfig:
     # Share of groups whose mismatched caption is a hard negative: one of the captions nearest to
     # theirs in embedding space that contradicts it (0 = the next group's caption, as in StackGAN).
     hard_negatives: float = 0.0
+    # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
+    # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
+    # Weight of a contrastive caption loss through the projection discriminator (as XMC-GAN's):
+    # D learns to pick each real image's caption among the batch's captions (cross-entropy over
+    # its projection terms), and G to make D pick the caption for its fakes.
+    contrastive: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 4
     ema_decay: float = 0.999
     mixed_precision: str = "no"  # no | bf16 | auto (bf16 where the hardware has native bf16 units)
     channels_last: bool = True  # channels_last memory format for G, D and the images (faster convolutions)
@@ -162,7 +172,7 @@ def validate(cfg: Config) -> Config:
          f"got {m.mbd_kernels} and {m.mbd_dims}"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
-        (m.d_norm in ("batch", "spectral"), f"model.d_norm must be 'batch' or 'spectral', got {m.d_norm!r}"),
+        (m.d_norm in ("batch", "spectral", "none"), f"model.d_norm must be 'batch', 'spectral' or 'none', got {m.d_norm!r}"),
         (m.d_cond in ("concat", "projection"), f"model.d_cond must be 'concat' or 'projection', got {m.d_cond!r}"),
         (t.loss in ("bce", "hinge"), f"train.loss must be 'bce' or 'hinge', got {t.loss!r}"),
         (
@@ -189,6 +199,11 @@ def validate(cfg: Config) -> Config:
         (t.lr_decay_every >= 0, "train.lr_decay_every must be >= 0"),
         (t.kl_weight >= 0, "train.kl_weight must be >= 0"),
         (t.mode_seeking >= 0, "train.mode_seeking must be >= 0"),
+        (t.contrastive >= 0, f"train.contrastive must be >= 0, got {t.contrastive}"),
+        (t.contrastive == 0 or m.d_cond == "projection",
+         "train.contrastive needs the projection discriminator: set model.d_cond=projection"),
+        (t.r1_gamma >= 0, f"train.r1_gamma must be >= 0 (0 = no R1 penalty), got {t.r1_gamma}"),
+        (t.r1_every >= 1, f"train.r1_every must be >= 1, got {t.r1_every}"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),
         (t.clip_weight >= 0, "train.clip_weight must be >= 0"),
         (0 <= t.clip_jitter <= 0.5, f"train.clip_jitter must be in [0, 0.5], got {t.clip_jitter}"),

@@ -24,7 +24,7 @@ def down_block(in_ch: int, out_ch: int, bn: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-D_NORMS = ("batch", "spectral")
+D_NORMS = ("batch", "spectral", "none")
 
 
 def spectral_normalize(module: nn.Module) -> nn.Module:

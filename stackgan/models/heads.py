@@ -23,8 +23,9 @@ class DiscriminatorHead(nn.Module):
         mbd_kernels:  B, kernels of minibatch discrimination.
         mbd_dims:     C, dims per kernel of minibatch discrimination.
         unconditional: also return an unconditional logit (StackGAN's stage II D).
-        norm:         "batch" (StackGAN: batch norm in the joint block) or "spectral" (no batch
-                      norm here; the owning discriminator spectrally normalises every layer).
+        norm:         "batch" (StackGAN: batch norm in the joint block), "spectral" (no batch
+                      norm here; the owning discriminator spectrally normalises every layer) or
+                      "none" (no batch norm).
         cond:         "concat" (StackGAN: the compressed text tiled over 4x4, concatenated to
                       the image features, conv, 4x4 conv to a logit) or "projection" (Miyato &
                       Koyama 2018: logit = w . phi(x) + <embed(text), phi(x)>, phi(x) the
@@ -88,6 +89,15 @@ class DiscriminatorHead(nn.Module):
         c = self.text_proj(text)[:, :, None, None].expand(-1, -1, feats.shape[2], feats.shape[3])
         return self.cond_out(self.joint(torch.cat([feats, c], dim=1))).view(-1)
 
+    def contrast_logits(self, feats: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        """Projection term of every (image, caption) pair: feats `[N, C', 4, 4]`, texts `[M, D]` ->
+        `[N, M]`, <embed(text_m), phi(x_n)> (the per-image term w . phi(x) is the same in every
+        column, so a softmax over captions does not see it)."""
+        if self.cond != "projection":
+            raise ValueError("contrastive logits need the projection head (model.d_cond=projection)")
+        phi = self.joint(feats).sum(dim=(2, 3))  # [N, C]
+        return phi @ self.text_embed(self.text_proj(texts)).t()
+
     def uncond_logit(self, feats: torch.Tensor) -> torch.Tensor | None:
         return None if self.uncond_out is None else self.uncond_out(feats).view(-1)
 
@@ -122,6 +132,7 @@ class MatchingDiscriminator(nn.Module):
         group: int | None = None,
         real_tower: torch.Tensor | None = None,
         fake_tower: torch.Tensor | None = None,
+        contrast_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Logits `[N]` for each pair it is given.
 
@@ -133,6 +144,8 @@ class MatchingDiscriminator(nn.Module):
             group:      samples per minibatch group (None = the whole batch).
             real_tower, fake_tower: `[N, C_tower, 4, 4]` the image tower's features of `real` and
                         `fake`; required when the discriminator was built with a tower branch.
+            contrast_text: `[M, D]` captions to score every given image against (projection
+                        head only): adds real_contrast / fake_contrast, `[N, M]`.
         Returns:
             keys among real, wrong, fake (conditional logits) and real_uncond, fake_uncond.
         """
@@ -152,6 +165,8 @@ class MatchingDiscriminator(nn.Module):
                 raise ValueError(f"{name}_tower given, but this discriminator has no tower branch (model.d_tower off)")
             feats = self.head.image_features(h, group or images.shape[0])
             out[name] = self.head.cond_logit(feats, text)
+            if contrast_text is not None:
+                out[f"{name}_contrast"] = self.head.contrast_logits(feats, contrast_text)
             if name == "real" and wrong_text is not None:
                 out["wrong"] = self.head.cond_logit(feats, wrong_text)
             uncond = self.head.uncond_logit(feats)

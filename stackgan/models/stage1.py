@@ -71,8 +71,8 @@ class Stage1Discriminator(MatchingDiscriminator):
         df:         base width (paper: 64).
         resolution: input side in pixels (paper: 64).
         minibatch, mbd_kernels, mbd_dims, cond: see `DiscriminatorHead`.
-        norm:       "batch" (StackGAN) or "spectral": no batch norm, every conv and linear
-                    layer spectrally normalised (Miyato et al. 2018).
+        norm:       "batch" (StackGAN), "spectral" (no batch norm, every conv and linear
+                    layer spectrally normalised; Miyato et al. 2018) or "none" (neither).
         tower_channels: C of a frozen image tower's 4x4 feature map that `forward` also reads
                     (`real_tower` / `fake_tower`); 0 = none (StackGAN).
     """

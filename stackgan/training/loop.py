@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .. import env  # noqa: F401
 from ..config import Config, ConfigError, ModelConfig, dump_config
@@ -35,7 +36,7 @@ from ..text.encoder import TextEncoder, load_text_encoder
 from ..visual import plot_metrics, sample_sheet
 from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
 from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
-from .losses import clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss
+from .losses import clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss, r1_penalty
 
 log = logging.getLogger("stackgan.train")
 
@@ -458,8 +459,23 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
                          "fake_tower": ctx.encoder.image_map(fake.detach(), cfg.model.d_tower_block)}
         if toggle_d:
             D.requires_grad_(True)
-        out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group, **tower)
+        r1 = t.r1_gamma > 0 and step % t.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
+        contrast = {}
+        if t.contrastive > 0:
+            # The batch's captions, one per group (image n's own caption is column n // group_size),
+            # then the hard negatives when there are any.
+            columns = text[:: t.group_size] if hard is None else torch.cat([text[:: t.group_size], hard])
+            contrast = {"contrast_text": columns}
+            own = torch.arange(real.shape[0], device=device) // t.group_size
+        out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group, **tower, **contrast)
         loss_d = d_loss(out_d, t.loss)
+        if t.contrastive > 0:
+            loss_d = loss_d + t.contrastive * F.cross_entropy(out_d["real_contrast"].float(), own)
+        if r1:
+            loss_d = loss_d + t.r1_gamma * t.r1_every * r1_penalty(out_d["real"], real)
+            real = real.detach()
         opt_d.zero_grad(set_to_none=True)
         acc.backward(loss_d)
         gn_d = _grad_norm(D)
@@ -471,9 +487,11 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             D.requires_grad_(False)
         if cfg.model.d_tower:
             tower = {"fake_tower": ctx.encoder.image_map(fake, cfg.model.d_tower_block)}
-        out_g = D(text, fake=fake, group=group, **tower)
+        out_g = D(text, fake=fake, group=group, **tower, **contrast)
         kl = kl_loss(mu, logvar)
         loss_g = g_loss(out_g, t.loss) + t.kl_weight * kl
+        if t.contrastive > 0:
+            loss_g = loss_g + t.contrastive * F.cross_entropy(out_g["fake_contrast"].float(), own)
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
@@ -507,6 +525,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             t0, seen = time.time(), 0  # img_per_s: over the steps since the last log line
             if t.clip_weight > 0:
                 row["clip_match"] = clip.item()
+            if t.contrastive > 0:  # share of real / fake images whose own caption D ranks first
+                row["contrast_acc_real"] = (out_d["real_contrast"].argmax(1) == own).float().mean().item()
+                row["contrast_acc_fake"] = (out_g["fake_contrast"].argmax(1) == own).float().mean().item()
             row.update(_minibatch_stats(acc.unwrap_model(D)))
             if acc.is_main_process:
                 acc.log({f"stage{stage}/{k}": v for k, v in row.items() if k not in ("stage", "step")}, step=step)

@@ -54,6 +54,14 @@ def g_loss(logits: dict[str, torch.Tensor], kind: str = "bce") -> torch.Tensor:
     return sum(_bce(logits[n], 1.0) for n in names)
 
 
+def r1_penalty(logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): half the mean squared norm of d logits / d real images, kept in
+    the graph so that the discriminator step also descends it. `real` must require grad and
+    `logits` be computed from it."""
+    (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean() / 2
+
+
 def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, group: int) -> torch.Tensor:
     """Mode-seeking term (Mao et al. 2019): 1 / (image distance / noise distance + 1e-5).
 
