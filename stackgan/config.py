@@ -101,12 +101,12 @@ class TrainConfig:
     # Share of groups whose mismatched caption is a hard negative: one of the captions nearest to
     # theirs in embedding space that contradicts it (0 = the next group's caption, as in StackGAN).
     hard_negatives: float = 0.0
-    # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
-    # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
     # Weight of a contrastive caption loss through the projection discriminator (as XMC-GAN's):
     # D learns to pick each real image's caption among the batch's captions (cross-entropy over
     # its projection terms), and G to make D pick the caption for its fakes.
     contrastive: float = 0.0
+    # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
+    # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
     r1_gamma: float = 0.0
     r1_every: int = 4
     ema_decay: float = 0.999

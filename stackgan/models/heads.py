@@ -84,7 +84,7 @@ class DiscriminatorHead(nn.Module):
 
     def cond_logit(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         if self.cond == "projection":
-            phi = self.joint(feats).sum(dim=(2, 3))  # [N, C]
+            phi = self._phi(feats)
             return (self.cond_out(phi) + (self.text_embed(self.text_proj(text)) * phi).sum(1, keepdim=True)).view(-1)
         c = self.text_proj(text)[:, :, None, None].expand(-1, -1, feats.shape[2], feats.shape[3])
         return self.cond_out(self.joint(torch.cat([feats, c], dim=1))).view(-1)
@@ -95,8 +95,11 @@ class DiscriminatorHead(nn.Module):
         column, so a softmax over captions does not see it)."""
         if self.cond != "projection":
             raise ValueError("contrastive logits need the projection head (model.d_cond=projection)")
-        phi = self.joint(feats).sum(dim=(2, 3))  # [N, C]
-        return phi @ self.text_embed(self.text_proj(texts)).t()
+        return self._phi(feats) @ self.text_embed(self.text_proj(texts)).t()
+
+    def _phi(self, feats: torch.Tensor) -> torch.Tensor:
+        """The projection head's sum-pooled image features `[N, C]`."""
+        return self.joint(feats).sum(dim=(2, 3))
 
     def uncond_logit(self, feats: torch.Tensor) -> torch.Tensor | None:
         return None if self.uncond_out is None else self.uncond_out(feats).view(-1)
