@@ -69,6 +69,9 @@ class ModelConfig:
     # batch (StackGAN) | spectral (no batch norm; spectral norm on every D layer) | none (neither;
     # pair it with train.r1_gamma, as DF-GAN pairs its unnormalised discriminator with a gradient penalty)
     d_norm: str = "batch"
+    # Extra conv3x3 layers at each resolution of both discriminators' encoders, after each
+    # stride-2 block (0: StackGAN's encoder, one conv4x4 per scale).
+    d_depth: int = 0
     d_cond: str = "concat"  # concat (StackGAN: text tiled and concatenated) | projection (Miyato & Koyama 2018)
     # Both discriminators also read the text encoder's frozen image tower: its feature map after
     # block d_tower_block (negative: from the end), pooled to 4x4, joined to their own features.
@@ -172,6 +175,7 @@ def validate(cfg: Config) -> Config:
          f"got {m.mbd_kernels} and {m.mbd_dims}"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
+        (0 <= m.d_depth <= 4, f"model.d_depth must be in [0, 4] (extra conv3x3 layers per discriminator scale), got {m.d_depth}"),
         (m.d_norm in ("batch", "spectral", "none"), f"model.d_norm must be 'batch', 'spectral' or 'none', got {m.d_norm!r}"),
         (m.d_cond in ("concat", "projection"), f"model.d_cond must be 'concat' or 'projection', got {m.d_cond!r}"),
         (t.loss in ("bce", "hinge"), f"train.loss must be 'bce' or 'hinge', got {t.loss!r}"),

@@ -109,6 +109,7 @@ def test_preset_file_errors(tmp_path):
         (["model.d1_minibatch=pac"], "model.d1_minibatch must be one of"),
         (["model.mbd_scope=world"], "model.mbd_scope must be 'group' or 'batch'"),
         (["model.d_norm=layer"], "model.d_norm must be 'batch', 'spectral' or 'none'"),
+        (["model.d_depth=7"], "model.d_depth must be in [0, 4]"),
         (["model.d_cond=attention"], "model.d_cond must be 'concat' or 'projection'"),
         (["train.loss=wgan"], "train.loss must be 'bce' or 'hinge'"),
         (["train.lr_g=0"], "train.lr_g and train.lr_d must be in (0, 1)"),

@@ -1,4 +1,4 @@
-"""Discriminator-side options: the contrastive caption loss, the R1 penalty, unnormalised discriminators."""
+"""Discriminator-side options: the contrastive caption loss, the R1 penalty, unnormalised and deeper discriminators."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from stackgan.models.stage1 import Stage1Discriminator
 from stackgan.models.stage2 import Stage2Discriminator
 from stackgan.training import loop
 from stackgan.training.data import GroupSampler
-from stackgan.training.losses import r1_penalty
 from stackgan.training.loop import train
+from stackgan.training.losses import r1_penalty
 
 
 def _projection_d(**kw) -> Stage1Discriminator:
@@ -156,3 +156,37 @@ def test_d_norm_none_has_neither_batch_nor_spectral_norm(cls, kw):
 def test_d_norm_none_trains(tmp_path):
     train(small_cfg("train.max_steps=1", "model.d_norm=none", "train.r1_gamma=0.5", "train.r1_every=1"), tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in metrics(tmp_path / "run"))
+
+
+# ------------------------------------------------------------------ deeper discriminator encoders
+@pytest.mark.parametrize("cls, res, norm", [
+    (Stage1Discriminator, 16, "spectral"),
+    (Stage1Discriminator, 32, "batch"),
+    (Stage2Discriminator, 32, "spectral"),
+])  # fmt: skip
+def test_d_depth_adds_stride1_convs_at_every_scale(cls, res, norm):
+    """depth k: k extra conv3x3 (stride 1) after each stride-2 block; same 4x4 output, same logits."""
+    def convs(D):
+        return [m for m in D.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    torch.manual_seed(0)
+    flat = cls(12, 8, df=4, resolution=res, minibatch="mbstd", norm=norm, cond="projection")
+    deep = cls(12, 8, df=4, resolution=res, minibatch="mbstd", norm=norm, cond="projection", depth=2)
+    n_scales = sum(1 for m in convs(flat) if m.stride == (2, 2))
+    assert n_scales == res.bit_length() - 3  # down to 4x4
+    stride1 = [m for m in convs(deep) if m.stride == (1, 1) and m.kernel_size == (3, 3)]
+    assert len(stride1) == len([m for m in convs(flat) if m.stride == (1, 1)]) + 2 * n_scales
+    assert all(m.in_channels == m.out_channels for m in stride1[: 2 * n_scales])
+    x = torch.rand(4, 3, res, res) * 2 - 1
+    assert deep.encoder(x).shape == flat.encoder(x).shape
+    out = deep(torch.randn(4, 12), real=x, fake=x.flip(0), wrong_text=torch.randn(4, 12), group=2)
+    assert all(v.shape == (4,) and torch.isfinite(v).all() for v in out.values())
+    if norm == "spectral":
+        assert all(hasattr(m, "parametrizations") for m in stride1)
+
+
+def test_d_depth_trains_and_resume_refuses_another_depth(tmp_path):
+    train(small_cfg("train.max_steps=2", "model.d_depth=1"), tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in metrics(tmp_path / "run"))
+    with pytest.raises(Exception, match="d_depth"):
+        train(small_cfg("train.max_steps=3", "model.d_depth=0"), tmp_path / "run", resume="latest")

@@ -27,6 +27,17 @@ def down_block(in_ch: int, out_ch: int, bn: bool = True) -> nn.Sequential:
 D_NORMS = ("batch", "spectral", "none")
 
 
+def down_stage(in_ch: int, out_ch: int, bn: bool, depth: int = 0) -> list[nn.Module]:
+    """`down_block`, then `depth` conv3x3 -> (BN) -> LeakyReLU 0.2 layers at the new resolution:
+    a discriminator encoder with `depth` > 0 looks at each scale through more than one layer
+    (as the stride-1 convolutions of SNGAN's and DCGAN-successors' discriminators do)."""
+    layers: list[nn.Module] = [down_block(in_ch, out_ch, bn=bn)]
+    for _ in range(depth):
+        layers += [nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=not bn), *([nn.BatchNorm2d(out_ch)] if bn else []),
+                   nn.LeakyReLU(0.2, True)]
+    return layers
+
+
 def spectral_normalize(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every conv and linear layer of `module`.
 

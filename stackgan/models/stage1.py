@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import D_NORMS, conv3x3, down_block, film_layers, init_weights, log2_int, modulated_ups, spectral_normalize, up_block
+from .blocks import D_NORMS, conv3x3, down_stage, film_layers, init_weights, log2_int, modulated_ups, spectral_normalize, up_block
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
 
@@ -75,6 +75,8 @@ class Stage1Discriminator(MatchingDiscriminator):
                     layer spectrally normalised; Miyato et al. 2018) or "none" (neither).
         tower_channels: C of a frozen image tower's 4x4 feature map that `forward` also reads
                     (`real_tower` / `fake_tower`); 0 = none (StackGAN).
+        depth:      extra conv3x3 layers at each scale after its stride-2 block (`down_stage`);
+                    0 = StackGAN's encoder.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         norm: str = "batch",
         cond: str = "concat",
         tower_channels: int = 0,
+        depth: int = 0,
     ):
         super().__init__()
         if norm not in D_NORMS:
@@ -99,7 +102,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         layers, ch = [], 3
         for k in range(n_down):
             out = df * min(2**k, 8)
-            layers.append(down_block(ch, out, bn=bn and k > 0))
+            layers += down_stage(ch, out, bn=bn and k > 0, depth=depth)
             ch = out
         self.encoder = nn.Sequential(*layers)
         self._tower_branch(tower_channels, ch)

@@ -9,7 +9,7 @@ from .blocks import (
     D_NORMS,
     ResBlock,
     conv3x3,
-    down_block,
+    down_stage,
     film_layers,
     init_weights,
     log2_int,
@@ -99,6 +99,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         norm: str = "batch",
         cond: str = "concat",
         tower_channels: int = 0,
+        depth: int = 0,
     ):
         super().__init__()
         if norm not in D_NORMS:
@@ -109,7 +110,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         layers, ch = [], 3
         for k in range(n_down):
             out = df * min(2**k, 32)
-            layers.append(down_block(ch, out, bn=bn and k > 0))
+            layers += down_stage(ch, out, bn=bn and k > 0, depth=depth)
             ch = out
         while ch > df * 8:
             out = max(ch // 2, df * 8)

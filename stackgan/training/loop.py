@@ -72,11 +72,11 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1, m.g1_film)
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth)
     else:
         g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth)
     return g, d
 
 
