@@ -30,3 +30,25 @@ python docs/d_objectives/shape_classifier.py --norm batch --lr 2e-4
 python docs/d_objectives/shape_classifier.py --norm none --lr 2e-4
 python docs/d_objectives/shape_classifier.py --norm spectral --lr 1e-3
 python docs/d_objectives/shape_classifier.py --norm none --lr 1e-3
+
+# Deeper discriminator encoders (model.d_depth: extra conv3x3 layers at each scale): stage I,
+# configs/shapes.yaml as it is now (FiLM, matching loss 0.3, no contrastive loss), seed 1, 1,500
+# steps with a control run of the same code, then the control and depth 1 continued to 4,000 steps.
+run2() {  # name overrides...
+  name=$1; shift
+  OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml $te train.stages=[1] train.seed=1 "$@" \
+    --output-dir runs/dobj/$name
+}
+run2 depth1 train.max_steps=1500 model.d_depth=1 & run2 depth2 train.max_steps=1500 model.d_depth=2 & wait
+run2 depth0 train.max_steps=1500 & wait
+for r in runs/dobj/depth*; do
+  stackgan eval --model $r/pipeline --stage 1 --metrics faithfulness,diversity --out $r/eval1500
+  python -m benchmarks.discriminator_attributes $r --stage 1 --out $r/discriminator1500
+done
+run2 depth0 train.max_steps=4000 --resume latest & run2 depth1 train.max_steps=4000 model.d_depth=1 --resume latest & wait
+for r in runs/dobj/depth0 runs/dobj/depth1; do
+  stackgan eval --model $r/pipeline --stage 1 --metrics faithfulness,diversity --out $r/eval4000
+  python -m benchmarks.discriminator_attributes $r --stage 1 --out $r/discriminator4000
+done
+python docs/d_objectives/shape_classifier.py --norm spectral --lr 2e-4 --depth 1
+python docs/d_objectives/shape_classifier.py --norm spectral --lr 2e-4 --depth 2
