@@ -332,6 +332,8 @@ def test_mode_seeking_loss():
     assert math.isfinite(mode_seeking_loss(far, torch.zeros(8, 5), 2).item())
     # Groups of 4 use their first two samples.
     assert math.isfinite(mode_seeking_loss(far, z, 4).item())
+    # Images in channels_last memory format (train.channels_last, the default) give the same value.
+    assert mode_seeking_loss(far.to(memory_format=torch.channels_last), z, 2).item() == pytest.approx(l_far.item())
 
 
 def test_jitter_moves_images_a_little_differentiably_and_reproducibly():

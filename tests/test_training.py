@@ -4,6 +4,7 @@ architecture), NaN handling, and the deterministic grouped batches."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -427,6 +428,15 @@ def test_clip_weight_adds_the_matching_loss_to_both_stages(tmp_path):
     assert all(0.5 < r["clip_match"] < 3.0 for r in rows)
     train(small_cfg("train.max_steps=1", "train.stages=[1]"), tmp_path / "plain")
     assert "clip_match" not in metrics(tmp_path / "plain")[0]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_mode_seeking_trains_both_stages(tmp_path, channels_last):
+    run = tmp_path / "run"
+    train(small_cfg("train.max_steps=1", "train.mode_seeking=1.0", f"train.channels_last={channels_last}"), run)
+    rows = metrics(run)
+    assert [r["stage"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss_g"]) for r in rows)
 
 
 def test_clip_weight_needs_an_image_tower(tmp_path, monkeypatch):

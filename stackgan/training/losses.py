@@ -69,8 +69,8 @@ def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor, group: int) -> torc
     first two samples of every group form the pair.
     """
     n = images.shape[0]
-    x = images.float().view(n // group, group, -1)
-    zz = z.float().view(n // group, group, -1)
+    x = images.float().reshape(n // group, group, -1)  # reshape: the images may be channels_last
+    zz = z.float().reshape(n // group, group, -1)
     lz = (x[:, 0] - x[:, 1]).abs().mean() / ((zz[:, 0] - zz[:, 1]).abs().mean() + 1e-8)
     return 1.0 / (lz + 1e-5)
 
