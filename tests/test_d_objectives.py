@@ -165,7 +165,7 @@ def test_d_norm_none_trains(tmp_path):
     (Stage2Discriminator, 32, "spectral"),
 ])  # fmt: skip
 def test_d_depth_adds_stride1_convs_at_every_scale(cls, res, norm):
-    """depth k: k extra conv3x3 (stride 1) after each stride-2 block; same 4x4 output, same logits."""
+    """depth k: k extra conv3x3 (stride 1) after each stride-2 block; the same 4x4 output and logit shapes."""
     def convs(D):
         return [m for m in D.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
 
