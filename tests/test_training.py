@@ -195,6 +195,19 @@ def test_resume_a_checkpoint_written_before_a_model_setting_existed(stage1_runs,
     assert "stage 1 step 6" in (run / "train.log").read_text(encoding="utf-8")
 
 
+def test_resume_a_checkpoint_with_a_model_setting_this_version_lacks(stage1_runs, tmp_path):
+    """A checkpoint written by a version with a model setting unknown here names that setting."""
+    run = tmp_path / "newer"
+    shutil.copytree(stage1_runs / "ext", run)
+    for meta_path in (run / "checkpoints").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["config"]["model"]["g9_widget"] = 3
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"different architecture \(settings this version of stackgan does not "
+                                              r"have: \{'g9_widget': 3\}"):
+        train(stage1_cfg("train.max_steps=6"), run, resume="latest")
+
+
 def test_resume_latest_without_checkpoint(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="no complete checkpoint.*start without --resume"):
         train(stage1_cfg("train.max_steps=2"), tmp_path / "empty", resume="latest")

@@ -233,10 +233,16 @@ def _attach_run_log(path: Path | None) -> None:
 def _check_resumable(checkpoint: dict, cfg: Config) -> None:
     # A setting added after the checkpoint was written takes its default (the behaviour it had then).
     saved_model = {**dataclasses.asdict(ModelConfig()), **checkpoint["meta"]["config"]["model"]}
-    if saved_model != cfg.to_dict()["model"]:
-        diff = {k: (saved_model.get(k), v) for k, v in cfg.to_dict()["model"].items() if saved_model.get(k) != v}
+    now = cfg.to_dict()["model"]
+    if saved_model != now:
+        diff = {k: (saved_model.get(k), v) for k, v in now.items() if saved_model.get(k) != v}
+        unknown = {k: v for k, v in saved_model.items() if k not in now}
+        what = f"model settings saved vs now: {diff}" if diff else ""
+        if unknown:  # written by a version of stackgan with settings this one lacks
+            what += ("; " if what else "") + (f"settings this version of stackgan does not have: {unknown}; "
+                                              "resume with the version that wrote the checkpoint")
         raise CheckpointError(f"checkpoint {checkpoint['path']} was made with a different architecture "
-                              f"(model settings saved vs now: {diff}); resume with the original config or start a new run")
+                              f"({what}); resume with the original config or start a new run")
 
 
 def _check_same_encoder(checkpoint: dict, encoder: TextEncoder) -> None:
