@@ -1,7 +1,7 @@
-"""What shape the probe reads in 512 stage I samples of a run (the first caption of the data's first
-128 images, 4 samples each), and in 512 of the data's real images at 32 px.
+"""What shape the probe reads in 512 samples of a run's stage I (or II) (the first caption of the
+data's first 128 images, 4 samples each), and in 512 of the data's real images at the same size.
 
-    python docs/single_shape/read_shapes.py RUN_DIR DATA_DIR
+    python docs/single_shape/read_shapes.py RUN_DIR DATA_DIR [STAGE]
 """
 
 import collections
@@ -23,10 +23,12 @@ def shares(pred: torch.Tensor) -> str:
 
 
 run, data = Path(sys.argv[1]), Path(sys.argv[2])
+stage = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 captions = [p.read_text().splitlines()[0] for p in sorted(data.glob("*.txt"))[:128]]
-images = StackGANPipeline.from_pretrained(run / "pipeline")(captions, 4, seed=0, stage=1, output_type="pt").images
+images = StackGANPipeline.from_pretrained(run / "pipeline")(captions, 4, seed=0, stage=stage, output_type="pt").images
+side = images.shape[-1]
 probe, _ = load_probe()
-print(f"{run.name}: generated, {len(images)}: {shares(probe.predict(images)['shape'])}")
-real = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BOX))).permute(2, 0, 1)
+print(f"{run.name}: generated (stage {stage}, {side} px), {len(images)}: {shares(probe.predict(images)['shape'])}")
+real = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((side, side), Image.Resampling.BOX))).permute(2, 0, 1)
                     for p in sorted(data.glob("*.png"))[:512]])
-print(f"{data.name}: real at 32 px, {len(real)}: {shares(probe.predict(real)['shape'])}")
+print(f"{data.name}: real at {side} px, {len(real)}: {shares(probe.predict(real)['shape'])}")

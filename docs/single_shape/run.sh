@@ -13,3 +13,26 @@ run() {  # name overrides...
 run preset & run no_matching_loss train.clip_weight=0 & wait
 run batch_norm_d model.d_norm=batch & wait
 run preset train.max_steps=4000 --resume latest & run wide_g model.gf=64 & wait
+# Further runs. model.g1_depth and train.d_translate need `git apply docs/single_shape/g1_depth_and_translate.patch`.
+run preset_seed2 train.seed=2 & run g1depth1 model.g1_depth=1 & wait
+run betas0 train.beta1=0.0 train.beta2=0.9 & run lr4e4 train.lr_g=4e-4 train.lr_d=4e-4 & wait
+run decay500 train.lr_decay_every=500 & run res64 model.res1=64 model.res2=128 & wait
+run batch128 train.batch_size=128
+run translate125 train.d_translate=0.125 && run translate125 train.d_translate=0.125 train.max_steps=4000 --resume latest
+# stage II on the frozen seed-2 stage I, read at 64 px (the third argument of read_shapes.py is the stage)
+OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml \
+  text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 'text.train_group_by=[]' \
+  train.mixed_precision=bf16 'train.stages=[2]' train.stage2_steps=1000 train.seed=1 \
+  data.name=folder data.path=runs/single/square data.format=txt \
+  --init-from runs/single/preset_seed2/pipeline --freeze-stage1 --output-dir runs/single/stage2
+python docs/single_shape/read_shapes.py runs/single/stage2 runs/single/square 2
+# the preset continued 2,000 steps at a time, read after each
+for s in 2000 4000 6000 8000 10000; do
+  r=""; [ $s -gt 2000 ] && r="--resume latest"
+  OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml \
+    text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 'text.train_group_by=[]' \
+    train.mixed_precision=bf16 train.stages=[1] train.max_steps=$s train.seed=1 \
+    data.name=folder data.path=runs/single/square data.format=txt $r --output-dir runs/single/curve
+  python docs/single_shape/read_shapes.py runs/single/curve runs/single/square
+done
+python docs/single_shape/blur_reads.py runs/single/square
