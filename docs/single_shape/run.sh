@@ -17,7 +17,8 @@ run preset train.max_steps=4000 --resume latest & run wide_g model.gf=64 & wait
 run preset_seed2 train.seed=2 & run g1depth1 model.g1_depth=1 & wait
 run betas0 train.beta1=0.0 train.beta2=0.9 & run lr4e4 train.lr_g=4e-4 train.lr_d=4e-4 & wait
 run decay500 train.lr_decay_every=500 & run res64 model.res1=64 model.res2=128 & wait
-run batch128 train.batch_size=128
+run batch128 train.batch_size=128 & run no_mbstd model.d1_minibatch=none & wait
+run clip1 train.clip_weight=1.0
 run translate125 train.d_translate=0.125 && run translate125 train.d_translate=0.125 train.max_steps=4000 --resume latest
 # stage II on the frozen seed-2 stage I, read at 64 px (the third argument of read_shapes.py is the stage)
 OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml \
