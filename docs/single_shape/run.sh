@@ -37,3 +37,29 @@ for s in 2000 4000 6000 8000 10000; do
   python docs/single_shape/read_shapes.py runs/single/curve runs/single/square
 done
 python docs/single_shape/blur_reads.py runs/single/square
+# Session of 2026-12-04: the preset without the learning-rate decay, read every 2,000 steps
+for s in 2000 4000 6000 8000 10000; do
+  r=""; [ $s -gt 2000 ] && r="--resume latest"
+  OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml \
+    text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 'text.train_group_by=[]' \
+    train.mixed_precision=bf16 train.stages=[1] train.max_steps=$s train.seed=1 train.lr_decay_every=0 \
+    data.name=folder data.path=runs/single/square data.format=txt $r --output-dir runs/single/constlr
+  python docs/single_shape/read_shapes.py runs/single/constlr runs/single/square
+done
+# and at 1,500 steps; WRAP runs train.py and read_shapes.py with a patched generator (convt.py, pixelshuffle.py)
+runx() {  # name wrapper overrides...
+  name=$1; wrap=$2; shift 2
+  OMP_NUM_THREADS=1 python $wrap train.py --config configs/shapes.yaml \
+    text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 'text.train_group_by=[]' \
+    train.mixed_precision=bf16 train.stages=[1] train.max_steps=1500 train.seed=1 \
+    data.name=folder data.path=runs/single/square data.format=txt "$@" --output-dir runs/single/$name
+  python $wrap docs/single_shape/read_shapes.py runs/single/$name runs/single/square
+}
+runx lrd8e4 "" train.lr_d=8e-4 & runx convt docs/single_shape/convt.py & wait
+runx convt_seed2 docs/single_shape/convt.py train.seed=2 & runx pshuf docs/single_shape/pixelshuffle.py & wait
+runx r1g1 "" train.r1_gamma=1.0 & runx bce "" train.loss=bce & wait
+python docs/bn_stats/recalibrate.py runs/single/preset/pipeline runs/single/preset_recal --data runs/single/square --batches 100
+mkdir -p runs/single/preset_recal_run && ln -sfn ../preset_recal runs/single/preset_recal_run/pipeline
+python docs/single_shape/read_shapes.py runs/single/preset_recal_run runs/single/square
+python docs/bn_stats/recalibrate.py stackgan/assets/default runs/bn/v4_recal --batches 100
+stackgan eval --model runs/bn/v4_recal --out runs/bn/v4_recal_eval; stackgan eval --model default --out runs/bn/v4_eval
