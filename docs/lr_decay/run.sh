@@ -15,3 +15,13 @@ for to in 4000 8000; do
       --out runs/full/s1_decay$d/eval_$to
   done
 done
+# Seed 2, straight to 8,000 steps (seed2_*.md)
+for d in 3000 0; do
+  OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml $te train.stages=[1] train.max_steps=8000 \
+    train.seed=2 train.lr_decay_every=$d --output-dir runs/full/s2_decay$d &
+done
+wait
+for d in 3000 0; do
+  stackgan eval --model runs/full/s2_decay$d/pipeline --stage 1 --metrics faithfulness,diversity,probe_fid \
+    --out runs/full/s2_decay$d/eval_8000
+done
