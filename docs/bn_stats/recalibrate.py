@@ -17,18 +17,15 @@ import sys
 
 import torch
 
+from stackgan.config import DataConfig
+from stackgan.data import build_dataset
 from stackgan.pipeline import StackGANPipeline
 
 
 def captions_of(data: str) -> list[str]:
-    if data == "shapes":
-        from stackgan.data.shapes import ShapesDataset
-
-        ds = ShapesDataset(size=20000, split="train", seed=0)
-    else:
-        from stackgan.data.formats import open_dataset
-
-        ds = open_dataset(data, format="txt", split="train")
+    """Every caption of the training split: the built-in shapes, or a folder (format detected)."""
+    cfg = DataConfig() if data == "shapes" else DataConfig(name="folder", path=data)
+    ds = build_dataset(cfg)
     return [c for i in range(len(ds)) for c in ds.captions(i)]
 
 
