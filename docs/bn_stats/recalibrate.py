@@ -1,6 +1,6 @@
 """Recompute the batch-norm statistics of a pipeline's generators for their own (EMA) weights.
 
-Usage: python docs/bn_stats/recalibrate.py PIPELINE OUT [--data shapes|FOLDER] [--batches 200] [--batch 64] [--train-mode]
+Usage: python docs/bn_stats/recalibrate.py PIPELINE OUT [--data shapes|FOLDER] [--batches 200] [--batch 64] [--group 4]
 
 The EMA generator's weights average about the last 1 / (1 - decay) steps, while the batch-norm
 statistics it carries are copied from the raw generator (the last few steps' batches). This script
@@ -56,18 +56,16 @@ def main() -> None:
     g1, g2 = pipe.stage1, pipe.stage2
     print(f"reset {reset_bn(g1)} + {reset_bn(g2) if g2 is not None else 0} batch norms", file=sys.stderr)
     # Stage I first; then stage II on the recalibrated stage I in eval mode, as it is used.
-    for stage in (1, 2):
-        if stage == 2 and g2 is None:
-            break
-        (g1 if stage == 1 else g2).train()
+    for g in [g1] if g2 is None else [g1, g2]:
+        g.train()
         for _ in range(args.batches):
             chosen = rng.sample(caps, args.batch // args.group)
             text = pipe.encode(chosen).float().repeat_interleave(args.group, dim=0)
             n = text.shape[0]
             low = g1(text, torch.randn(n, g1.z_dim), torch.randn(n, g1.cond_dim))[0]
-            if stage == 2:
+            if g is g2:
                 g2(low, text, torch.randn(n, g2.cond_dim))
-        (g1 if stage == 1 else g2).eval()
+        g.eval()
     pipe.save_pretrained(args.out)
     print(f"saved {args.out}", file=sys.stderr)
 
