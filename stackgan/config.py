@@ -72,11 +72,18 @@ class ModelConfig:
     # Extra conv3x3 layers at each resolution of both discriminators' encoders, after each
     # stride-2 block (0: StackGAN's encoder, one conv4x4 per scale).
     d_depth: int = 0
+    # The stage I discriminator reads its images enlarged by this factor (nearest neighbour; 1, 2
+    # or 4) through one more stride-2 block per doubling (1: StackGAN).
+    d1_upsample: int = 1
     d_cond: str = "concat"  # concat (StackGAN: text tiled and concatenated) | projection (Miyato & Koyama 2018)
     # Both discriminators also read the text encoder's frozen image tower: its feature map after
     # block d_tower_block (negative: from the end), pooled to 4x4, joined to their own features.
     d_tower: bool = False
     d_tower_block: int = -1
+    # Attributes both discriminators also classify from the image (as AC-GAN / TAC-GAN's auxiliary
+    # classifier): trained on the real images' true labels, while the generator learns to make
+    # them read what its caption names. Built-in `shapes` only (a folder has no labels); e.g. [shape].
+    d_aux: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +115,7 @@ class TrainConfig:
     # D learns to pick each real image's caption among the batch's captions (cross-entropy over
     # its projection terms), and G to make D pick the caption for its fakes.
     contrastive: float = 0.0
+    aux_weight: float = 1.0  # weight of the auxiliary attribute classification (model.d_aux) for D and G
     # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
     # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
     r1_gamma: float = 0.0
@@ -175,6 +183,7 @@ def validate(cfg: Config) -> Config:
          f"got {m.mbd_kernels} and {m.mbd_dims}"),
         (m.mbd_scope in ("group", "batch"), "model.mbd_scope must be 'group' or 'batch'"),
         (m.mbstd_group >= 1, "model.mbstd_group must be >= 1"),
+        (m.d1_upsample in (1, 2, 4), f"model.d1_upsample must be 1, 2 or 4, got {m.d1_upsample}"),
         (0 <= m.d_depth <= 4, f"model.d_depth must be in [0, 4] (extra conv3x3 layers per discriminator scale), got {m.d_depth}"),
         (m.d_norm in ("batch", "spectral", "none"), f"model.d_norm must be 'batch', 'spectral' or 'none', got {m.d_norm!r}"),
         (m.d_cond in ("concat", "projection"), f"model.d_cond must be 'concat' or 'projection', got {m.d_cond!r}"),
@@ -206,6 +215,11 @@ def validate(cfg: Config) -> Config:
         (t.contrastive >= 0, f"train.contrastive must be >= 0, got {t.contrastive}"),
         (t.contrastive == 0 or m.d_cond == "projection",
          "train.contrastive needs the projection discriminator: set model.d_cond=projection"),
+        (t.aux_weight >= 0, f"train.aux_weight must be >= 0, got {t.aux_weight}"),
+        (not m.d_aux or d.name == "shapes",
+         "model.d_aux needs the attribute labels of the built-in shapes data set; set model.d_aux=[]"),
+        (all(a in SHAPE_ATTRIBUTES for a in m.d_aux) and len(set(m.d_aux)) == len(m.d_aux),
+         f"model.d_aux must name distinct attributes among {list(SHAPE_ATTRIBUTES)}, got {m.d_aux}"),
         (t.r1_gamma >= 0, f"train.r1_gamma must be >= 0 (0 = no R1 penalty), got {t.r1_gamma}"),
         (t.r1_every >= 1, f"train.r1_every must be >= 1, got {t.r1_every}"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),

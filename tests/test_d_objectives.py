@@ -185,6 +185,35 @@ def test_d_depth_adds_stride1_convs_at_every_scale(cls, res, norm):
         assert all(hasattr(m, "parametrizations") for m in stride1)
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_d1_upsample_reads_enlarged_images_through_more_strided_blocks(factor):
+    def strided(D):
+        return [m for m in D.encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+
+    torch.manual_seed(0)
+    plain = Stage1Discriminator(12, 8, df=4, resolution=16, minibatch="mbstd", norm="spectral", cond="projection")
+    big = Stage1Discriminator(12, 8, df=4, resolution=16, minibatch="mbstd", norm="spectral", cond="projection",
+                              upsample=factor)
+    assert len(strided(big)) == len(strided(plain)) + factor.bit_length() - 1
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert big.encoder(x).shape[2:] == plain.encoder(x).shape[2:] == (4, 4)
+    # Nearest-neighbour enlargement: the first strided conv sees each input pixel as a factor x factor block.
+    assert torch.equal(big.encoder[0](x), x.repeat_interleave(factor, 2).repeat_interleave(factor, 3))
+    x.requires_grad_(True)
+    out = big(torch.randn(4, 12), real=x, group=2)
+    out["real"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the generator gets gradients through it
+    with pytest.raises(ValueError, match="upsample must be 1, 2 or 4"):
+        Stage1Discriminator(12, 8, df=4, resolution=16, upsample=3)
+
+
+def test_d1_upsample_is_checked_and_trains(tmp_path):
+    with pytest.raises(ConfigError, match="model.d1_upsample must be 1, 2 or 4, got 3"):
+        small_cfg("model.d1_upsample=3")
+    train(stage1_cfg("train.max_steps=2", "model.d1_upsample=2"), tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in metrics(tmp_path / "run"))
+
+
 def test_d_depth_trains_and_resume_refuses_another_depth(tmp_path):
     train(small_cfg("train.max_steps=2", "model.d_depth=1"), tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(r["loss_d"])) for r in metrics(tmp_path / "run"))

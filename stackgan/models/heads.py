@@ -30,6 +30,9 @@ class DiscriminatorHead(nn.Module):
                       the image features, conv, 4x4 conv to a logit) or "projection" (Miyato &
                       Koyama 2018: logit = w . phi(x) + <embed(text), phi(x)>, phi(x) the
                       sum-pooled image features).
+        aux_classes:  > 0: also a linear classifier of the image alone over that many classes (an
+                      auxiliary classifier as in AC-GAN; several attributes' classes side by side),
+                      on phi(x) with the projection head, else on the sum-pooled features.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class DiscriminatorHead(nn.Module):
         unconditional: bool = False,
         norm: str = "batch",
         cond: str = "concat",
+        aux_classes: int = 0,
     ):
         super().__init__()
         if cond not in ("concat", "projection"):
@@ -72,6 +76,7 @@ class DiscriminatorHead(nn.Module):
             self.cond_out = nn.Linear(channels, 1)
             self.text_embed = nn.Linear(cond_dim, channels, bias=False)
         self.uncond_out = nn.Conv2d(c, 1, 4, 4) if unconditional else None
+        self.aux_out = nn.Linear(channels if cond == "projection" else c, aux_classes) if aux_classes else None
 
     def image_features(self, h: torch.Tensor, group: int) -> torch.Tensor:
         """h `[N, C, 4, 4]` -> `[N, C + extra, 4, 4]` with the minibatch features appended."""
@@ -100,6 +105,12 @@ class DiscriminatorHead(nn.Module):
     def _phi(self, feats: torch.Tensor) -> torch.Tensor:
         """The projection head's sum-pooled image features `[N, C]`."""
         return self.joint(feats).sum(dim=(2, 3))
+
+    def aux_logits(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """Auxiliary class logits `[N, aux_classes]` of the image alone, or None without the classifier."""
+        if self.aux_out is None:
+            return None
+        return self.aux_out(self._phi(feats) if self.cond == "projection" else feats.sum(dim=(2, 3)))
 
     def uncond_logit(self, feats: torch.Tensor) -> torch.Tensor | None:
         return None if self.uncond_out is None else self.uncond_out(feats).view(-1)
@@ -150,7 +161,8 @@ class MatchingDiscriminator(nn.Module):
             contrast_text: `[M, D]` captions to score every given image against (projection
                         head only): adds real_contrast / fake_contrast, `[N, M]`.
         Returns:
-            keys among real, wrong, fake (conditional logits) and real_uncond, fake_uncond.
+            keys among real, wrong, fake (conditional logits), real_uncond, fake_uncond and, with the
+            auxiliary classifier, real_aux, fake_aux (`[N, aux_classes]`).
         """
         out: dict[str, torch.Tensor] = {}
         for name, images, tower in (("real", real, real_tower), ("fake", fake, fake_tower)):
@@ -172,6 +184,9 @@ class MatchingDiscriminator(nn.Module):
                 out[f"{name}_contrast"] = self.head.contrast_logits(feats, contrast_text)
             if name == "real" and wrong_text is not None:
                 out["wrong"] = self.head.cond_logit(feats, wrong_text)
+            aux = self.head.aux_logits(feats)
+            if aux is not None:
+                out[f"{name}_aux"] = aux
             uncond = self.head.uncond_logit(feats)
             if uncond is not None:
                 out[f"{name}_uncond"] = uncond

@@ -75,6 +75,10 @@ class Stage1Discriminator(MatchingDiscriminator):
                     layer spectrally normalised; Miyato et al. 2018) or "none" (neither).
         tower_channels: C of a frozen image tower's 4x4 feature map that `forward` also reads
                     (`real_tower` / `fake_tower`); 0 = none (StackGAN).
+        aux_classes: classes of the head's auxiliary classifier (0 = none; `DiscriminatorHead`).
+        upsample:   read the images enlarged by this factor (nearest neighbour; 1, 2 or 4), with one
+                    more stride-2 block per doubling: small objects keep more pixels through the
+                    first strided convolutions (1 = StackGAN).
         depth:      extra conv3x3 layers at each scale after its stride-2 block (`down_stage`);
                     0 = StackGAN's encoder.
     """
@@ -92,14 +96,19 @@ class Stage1Discriminator(MatchingDiscriminator):
         cond: str = "concat",
         tower_channels: int = 0,
         depth: int = 0,
+        aux_classes: int = 0,
+        upsample: int = 1,
     ):
         super().__init__()
         if norm not in D_NORMS:
             raise ValueError(f"norm must be one of {D_NORMS}, got {norm!r}")
+        if upsample not in (1, 2, 4):
+            raise ValueError(f"upsample must be 1, 2 or 4, got {upsample}")
         self.resolution = resolution
         bn = norm == "batch"
-        n_down = log2_int(resolution, "stage I resolution") - 2
-        layers, ch = [], 3
+        n_down = log2_int(resolution * upsample, "stage I resolution") - 2
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=upsample, mode="nearest")] if upsample > 1 else []
+        ch = 3
         for k in range(n_down):
             out = df * min(2**k, 8)
             layers += down_stage(ch, out, bn=bn and k > 0, depth=depth)
@@ -107,7 +116,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         self.encoder = nn.Sequential(*layers)
         self._tower_branch(tower_channels, ch)
         self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False,
-                                       norm=norm, cond=cond)
+                                       norm=norm, cond=cond, aux_classes=aux_classes)
         init_weights(self)
         if norm == "spectral":
             spectral_normalize(self)

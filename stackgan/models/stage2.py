@@ -100,6 +100,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         cond: str = "concat",
         tower_channels: int = 0,
         depth: int = 0,
+        aux_classes: int = 0,
     ):
         super().__init__()
         if norm not in D_NORMS:
@@ -119,7 +120,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         self.encoder = nn.Sequential(*layers)
         self._tower_branch(tower_channels, ch)
         self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True,
-                                       norm=norm, cond=cond)
+                                       norm=norm, cond=cond, aux_classes=aux_classes)
         init_weights(self)
         if norm == "spectral":
             spectral_normalize(self)

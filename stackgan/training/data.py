@@ -143,7 +143,7 @@ class GroupSampler:
 
 
 class PairDataset(Dataset):
-    """Map-style view for a DataLoader: key (image index, caption id) -> (uint8 image, caption id)."""
+    """Map-style view for a DataLoader: key (image index, caption id) -> (uint8 image, caption id, image index)."""
 
     def __init__(self, dataset, resolution: int):
         self.dataset, self.resolution = dataset, resolution
@@ -155,7 +155,7 @@ class PairDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         i, cap = key
         img = self.images[i] if self.images is not None else self.dataset.image(i, self.resolution)
-        return img, cap
+        return img, cap, i
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -175,4 +175,5 @@ class StepBatches(torch.utils.data.Sampler):
 def collate(items):
     images = torch.stack([it[0] for it in items])
     caps = torch.tensor([it[1] for it in items], dtype=torch.long)
-    return images, caps
+    index = torch.tensor([it[2] for it in items], dtype=torch.long)
+    return images, caps, index

@@ -28,6 +28,7 @@ from .. import env  # noqa: F401
 from ..config import Config, ConfigError, ModelConfig, dump_config
 from ..data import build_dataset
 from ..data.base import to_float, to_uint8
+from ..data.shapes import ATTRIBUTES
 from ..models.stage1 import Stage1Discriminator, Stage1Generator
 from ..models.stage2 import Stage2Discriminator, Stage2Generator
 from ..pipeline import StackGANPipeline, load_component, load_state_strict, save_component
@@ -36,7 +37,7 @@ from ..text.encoder import TextEncoder, load_text_encoder
 from ..visual import plot_metrics, sample_sheet
 from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
 from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
-from .losses import clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss, r1_penalty
+from .losses import aux_loss, clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss, r1_penalty
 
 log = logging.getLogger("stackgan.train")
 
@@ -69,15 +70,52 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
         raise ValueError("model.d_tower needs tower_channels, the channels of the image tower's feature map "
                          "(stackgan.training.loop.d_tower_channels(cfg, encoder))")
     tower_channels = tower_channels if m.d_tower else 0
+    aux = aux_classes(cfg)
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1, m.g1_film)
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels, m.d_depth)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux, m.d1_upsample)
     else:
         g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels, m.d_depth)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux)
     return g, d
+
+
+def aux_classes(cfg: Config) -> int:
+    """Classes of the discriminators' auxiliary classifier: those of every `model.d_aux` attribute."""
+    return sum(aux_sizes(cfg))
+
+
+def aux_targets(cfg: Config, dataset, table: CaptionTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of the auxiliary classifier (`model.d_aux`), one column per attribute: the true value
+    index of every image `[images, A]`, and the value each caption names `[captions, A]` (-1 where
+    it leaves the attribute out)."""
+    names = cfg.model.d_aux
+    images = torch.stack([torch.as_tensor(dataset.labels[a]) for a in names], dim=1)
+    captions = torch.full((len(table.texts), len(names)), -1, dtype=torch.long)
+    for c, named in enumerate(table.named_attributes(dataset)):
+        for j, a in enumerate(names):
+            if named and a in named:
+                captions[c, j] = ATTRIBUTES[a].index(named[a])
+    return images, captions
+
+
+def aux_sizes(cfg: Config) -> list[int]:
+    """Classes of each `model.d_aux` attribute, in order: the blocks of the auxiliary logits."""
+    return [len(ATTRIBUTES[a]) for a in cfg.model.d_aux]
+
+
+def aux_accuracy(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> float:
+    """Share of the (sample, attribute) targets the auxiliary classifier reads right (see `aux_loss`)."""
+    right, total, start = 0, 0, 0
+    for j, n in enumerate(sizes):
+        t = targets[:, j]
+        keep = t >= 0
+        right += int((logits[keep, start:start + n].argmax(1) == t[keep]).sum())
+        total += int(keep.sum())
+        start += n
+    return right / max(total, 1)
 
 
 def d_tower_channels(cfg: Config, encoder: TextEncoder) -> int:
@@ -429,7 +467,10 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
     deadline = _clock() + 60 * minutes if minutes else None
     G.train()
     D.train()
-    for images, caps in loader:
+    if cfg.model.d_aux:
+        aux_images, aux_captions = (x.to(device) for x in aux_targets(cfg, ctx.dataset, ctx.table))
+        sizes = aux_sizes(cfg)
+    for images, caps, index in loader:
         # Batch
         real = to_float(images).to(device).contiguous(memory_format=layout)
         text = ctx.embeddings[caps.to(device)]
@@ -477,6 +518,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             own = torch.arange(real.shape[0], device=device) // t.group_size
         out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group, **tower, **contrast)
         loss_d = d_loss(out_d, t.loss)
+        if cfg.model.d_aux:  # the real images' true attributes
+            real_labels = aux_images[index.to(device)]
+            loss_d = loss_d + t.aux_weight * aux_loss(out_d["real_aux"], real_labels, sizes)
         if t.contrastive > 0:
             loss_d = loss_d + t.contrastive * F.cross_entropy(out_d["real_contrast"].float(), own)
         if r1:
@@ -498,6 +542,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         loss_g = g_loss(out_g, t.loss) + t.kl_weight * kl
         if t.contrastive > 0:
             loss_g = loss_g + t.contrastive * F.cross_entropy(out_g["fake_contrast"].float(), own)
+        if cfg.model.d_aux:  # what the caption names
+            fake_labels = aux_captions[caps.to(device)]
+            loss_g = loss_g + t.aux_weight * aux_loss(out_g["fake_aux"], fake_labels, sizes)
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
@@ -534,6 +581,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             if t.contrastive > 0:  # share of real / fake images whose own caption D ranks first
                 row["contrast_acc_real"] = (out_d["real_contrast"].argmax(1) == own).float().mean().item()
                 row["contrast_acc_fake"] = (out_g["fake_contrast"].argmax(1) == own).float().mean().item()
+            if cfg.model.d_aux:  # share of the attributes D's auxiliary classifier reads right
+                row["aux_acc_real"] = aux_accuracy(out_d["real_aux"], real_labels, sizes)
+                row["aux_acc_fake"] = aux_accuracy(out_g["fake_aux"], fake_labels, sizes)
             row.update(_minibatch_stats(acc.unwrap_model(D)))
             if acc.is_main_process:
                 acc.log({f"stage{stage}/{k}": v for k, v in row.items() if k not in ("stage", "step")}, step=step)

@@ -126,3 +126,17 @@ def jitter(images: torch.Tensor, strength: float, generator: torch.Generator | N
     theta[:, :, 2] = strength * u[:, 1:]
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(images.dtype)
+
+
+def aux_loss(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Auxiliary classification loss (AC-GAN): `logits` `[N, sum(sizes)]` hold one block of class
+    logits per attribute, `targets` `[N, A]` one class index per attribute (-1: no target). The sum
+    over attributes of the mean cross-entropy over the samples that have a target (0 for an
+    attribute without any)."""
+    loss, start = logits.new_zeros((), dtype=torch.float32), 0
+    for j, n in enumerate(sizes):
+        t = targets[:, j]
+        if (t >= 0).any():
+            loss = loss + F.cross_entropy(logits[:, start:start + n].float(), t, ignore_index=-1)
+        start += n
+    return loss

@@ -1,0 +1,104 @@
+"""The discriminators' auxiliary attribute classifier (`model.d_aux`, AC-GAN style) on `shapes`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_training import metrics, small_cfg, stage1_cfg
+
+from stackgan.config import ConfigError
+from stackgan.data import build_dataset
+from stackgan.data.shapes import ATTRIBUTES
+from stackgan.models.stage1 import Stage1Discriminator
+from stackgan.models.stage2 import Stage2Discriminator
+from stackgan.training import loop
+from stackgan.training.data import CaptionTable
+from stackgan.training.loop import aux_accuracy, aux_targets, build_models, train
+from stackgan.training.losses import aux_loss
+
+
+@pytest.mark.parametrize("cond", ["projection", "concat"])
+def test_discriminators_return_aux_logits_for_real_and_fake(cond):
+    torch.manual_seed(0)
+    for D in (Stage1Discriminator(12, 8, df=8, resolution=16, minibatch="mbstd", norm="spectral", cond=cond,
+                                  aux_classes=9),
+              Stage2Discriminator(12, 8, df=8, resolution=32, minibatch="none", norm="batch", cond=cond,
+                                  aux_classes=9)):
+        res = D.resolution
+        out = D(torch.randn(4, 12), real=torch.rand(4, 3, res, res) * 2 - 1, fake=torch.rand(4, 3, res, res) * 2 - 1,
+                group=2)
+        assert out["real_aux"].shape == out["fake_aux"].shape == (4, 9)
+        assert not torch.allclose(out["real_aux"], out["fake_aux"])  # read from each image, not a constant
+    plain = Stage1Discriminator(12, 8, df=8, resolution=16, minibatch="none", norm="batch", cond=cond)
+    assert "real_aux" not in plain(torch.randn(2, 12), real=torch.zeros(2, 3, 16, 16))
+
+
+def test_build_models_sizes_the_classifier_from_the_named_attributes():
+    cfg = small_cfg("model.d_aux=[shape,size]")
+    for stage in (1, 2):
+        _, D = build_models(cfg, stage, text_dim=16)
+        assert D.head.aux_out.out_features == len(ATTRIBUTES["shape"]) + len(ATTRIBUTES["size"])
+    assert build_models(small_cfg(), 1, text_dim=16)[1].head.aux_out is None
+
+
+def test_aux_targets_are_true_labels_and_named_values():
+    cfg = small_cfg("model.d_aux=[shape,colour]")
+    data = build_dataset(cfg.data, "train")
+    table = CaptionTable.build(data)
+    images, captions = aux_targets(cfg, data, table)
+    assert images.shape == (len(data), 2) and captions.shape == (len(table.texts), 2)
+    for i in range(len(data)):
+        a = data.attributes(i)
+        assert images[i].tolist() == [ATTRIBUTES["shape"].index(a.shape), ATTRIBUTES["colour"].index(a.colour)]
+        for c, named in zip(table.per_image[i], data.caption_attributes(i)):
+            want = [ATTRIBUTES[k].index(named[k]) if k in named else -1 for k in ("shape", "colour")]
+            assert captions[c].tolist() == want
+    assert (captions == -1).any() and (captions >= 0).any()  # captions leave attributes out at random
+
+
+def test_aux_loss_and_accuracy_skip_unnamed_attributes():
+    sizes = [6, 3]  # e.g. shape and size
+    logits = torch.full((2, 9), -10.0)
+    logits[0, 2] = logits[0, 6 + 1] = 10.0  # sample 0 reads shape 2, size 1
+    logits[1, 4] = logits[1, 6 + 0] = 10.0  # sample 1 reads shape 4, size 0
+    right = torch.tensor([[2, 1], [4, -1]])
+    assert aux_loss(logits, right, sizes).item() < 1e-6
+    assert aux_accuracy(logits, right, sizes) == 1.0
+    wrong = torch.tensor([[2, 0], [-1, -1]])  # size of sample 0 wrong, sample 1 names nothing
+    assert aux_loss(logits, wrong, sizes).item() > 10
+    assert aux_accuracy(logits, wrong, sizes) == 0.5
+    assert aux_loss(logits, torch.full((2, 2), -1), sizes).item() == 0.0
+
+
+def test_training_feeds_true_labels_to_d_and_named_values_to_g(tmp_path, monkeypatch):
+    calls = []
+    real_loss = loop.aux_loss
+
+    def spy(logits, targets, sizes):
+        calls.append(targets.clone())
+        return real_loss(logits, targets, sizes)
+
+    monkeypatch.setattr(loop, "aux_loss", spy)
+    cfg = stage1_cfg("train.max_steps=1", "model.d_aux=[shape]")
+    train(cfg, tmp_path / "run")
+    d_targets, g_targets = calls
+    assert d_targets.shape == g_targets.shape == (cfg.train.batch_size, 1)
+    assert (d_targets >= 0).all()  # every real image has its true shape
+    # Each group's real images match what the group's caption names, so where the caption names
+    # the shape, G's target is the real images' shape.
+    named = g_targets[:, 0] >= 0
+    assert torch.equal(g_targets[named, 0], d_targets[named, 0])
+    assert set(d_targets[:, 0].tolist()) <= set(range(len(ATTRIBUTES["shape"])))
+    row = metrics(tmp_path / "run")[0]
+    assert 0 <= row["aux_acc_real"] <= 1 and 0 <= row["aux_acc_fake"] <= 1
+
+
+def test_d_aux_is_checked():
+    with pytest.raises(ConfigError, match="model.d_aux must name distinct attributes among"):
+        small_cfg("model.d_aux=[shapes]")
+    with pytest.raises(ConfigError, match="model.d_aux must name distinct attributes"):
+        small_cfg("model.d_aux=[shape,shape]")
+    with pytest.raises(ConfigError, match="model.d_aux needs the attribute labels of the built-in shapes"):
+        small_cfg("model.d_aux=[shape]", "data.name=folder", "data.path=/tmp/x")
+    with pytest.raises(ConfigError, match="train.aux_weight must be >= 0"):
+        small_cfg("model.d_aux=[shape]", "train.aux_weight=-1")
