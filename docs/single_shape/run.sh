@@ -63,3 +63,6 @@ mkdir -p runs/single/preset_recal_run && ln -sfn ../preset_recal runs/single/pre
 python docs/single_shape/read_shapes.py runs/single/preset_recal_run runs/single/square
 python docs/bn_stats/recalibrate.py stackgan/assets/default runs/bn/v4_recal --batches 100
 stackgan eval --model runs/bn/v4_recal --out runs/bn/v4_recal_eval; stackgan eval --model default --out runs/bn/v4_eval
+# Session of 2026-12-04 (later): constant rates, the stage I discriminator reading its images
+# enlarged x2, or twice as wide; read at 1,500 steps
+run up2 train.lr_decay_every=0 model.d1_upsample=2 & run df64 train.lr_decay_every=0 model.df=64 & wait
