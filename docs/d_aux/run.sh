@@ -20,7 +20,10 @@ for to in 2000 4000; do
   run up2 1 $to model.d1_upsample=2 & run up2_aux 1 $to model.d1_upsample=2 'model.d_aux=[shape]' & wait
 done
 run up2_aux 1 8000 model.d1_upsample=2 'model.d_aux=[shape]' & run aux_shape 1 8000 'model.d_aux=[shape]' & wait
-run s2_aux_shape 2 8000 'model.d_aux=[shape]'
+# Seed 2 (control: docs/lr_decay's seed2_decay0_8000.md)
+run s2_aux_shape 2 8000 'model.d_aux=[shape]' &
+(run s2_up2_aux 2 4000 model.d1_upsample=2 'model.d_aux=[shape]'; run s2_up2_aux 2 8000 model.d1_upsample=2 'model.d_aux=[shape]') &
+wait
 # The control continued (constant rates, seed 1) to 12,000 steps: docs/lr_decay/decay0_12000.md
 OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml $te train.stages=[1] train.max_steps=12000 \
   train.seed=1 train.lr_decay_every=0 --resume latest --output-dir runs/full/s1_decay0
