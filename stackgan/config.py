@@ -58,6 +58,10 @@ class ModelConfig:
     # StackGAN's generators. With --init-from a pipeline without it, the layers are added at zero.
     g1_film: bool = False
     g2_film: bool = False
+    # Stage II adds a learned correction, starting at zero, to the stage I image enlarged
+    # (bilinear), instead of redrawing the image from its features (StackGAN): an untrained stage
+    # II returns stage I's image, so a short stage II keeps what stage I drew.
+    g2_skip: bool = False
     res1: int = 64  # stage I resolution
     res2: int = 256  # stage II resolution
     d1_minibatch: str = "mbd"  # none | mbd (minibatch discrimination) | mbstd (minibatch stddev)

@@ -64,6 +64,8 @@ def generator_config(g: torch.nn.Module) -> dict[str, Any]:
                 "res_blocks": len(g.res), "res_in": g.res_in, "resolution": g.resolution}
     if g.film is not None:  # written only when on, so models without it keep their config.json
         args["film"] = 1
+    if getattr(g, "skip", False):  # the same: stage II's enlarged-stage-I skip (model.g2_skip)
+        args["skip"] = 1
     return {"class": type(g).__name__, "args": args}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import (
@@ -19,6 +20,8 @@ from .blocks import (
 )
 from .conditioning import ConditioningAugmentation
 from .heads import DiscriminatorHead, MatchingDiscriminator
+
+SKIP_CLAMP = 0.999  # model.g2_skip: stage I pixels are clamped to +-this before atanh (atanh(0.999) = 3.8)
 
 
 class Stage2Generator(nn.Module):
@@ -37,11 +40,16 @@ class Stage2Generator(nn.Module):
         film:       the condition also scales and shifts every upsampling block's batch-norm output
                     per sample (`modulated_ups`), starting at zero; off: StackGAN, where the text
                     joins only once, before the residual blocks.
+        skip:       the output is the stage I image enlarged (bilinear) plus a learned correction in
+                    tanh's logit space, `tanh(atanh(up(low)) + to_rgb(h))`, the correction starting at
+                    zero: an untrained stage II returns the enlarged stage I image instead of noise,
+                    so a short stage II refines what stage I drew rather than first relearning it.
+                    Off: StackGAN, where stage II redraws the image from its features.
     """
 
     def __init__(
         self, text_dim: int, cond_dim: int = 128, gf: int = 128, res_blocks: int = 4, res_in: int = 64, resolution: int = 256,
-        film: bool = False,
+        film: bool = False, skip: bool = False,
     ):
         super().__init__()
         self.text_dim, self.cond_dim, self.res_in, self.resolution = text_dim, cond_dim, res_in, resolution
@@ -61,8 +69,11 @@ class Stage2Generator(nn.Module):
             ups.append(up_block(ch, max(ch // 2, 8)))
             ch = max(ch // 2, 8)
         self.ups = nn.Sequential(*ups)
-        self.to_rgb = nn.Sequential(conv3x3(ch, 3), nn.Tanh())
+        self.skip = skip
+        self.to_rgb = nn.Sequential(conv3x3(ch, 3)) if skip else nn.Sequential(conv3x3(ch, 3), nn.Tanh())
         init_weights(self)
+        if skip:
+            nn.init.zeros_(self.to_rgb[0].weight)
         self.ca.reset_parameters()
         self.film = film_layers(self.ups, cond_dim) if film else None
 
@@ -77,7 +88,11 @@ class Stage2Generator(nn.Module):
         c_map = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
         h = self.res(self.joint(torch.cat([h, c_map], dim=1)))
         h = self.ups(h) if self.film is None else modulated_ups(self.ups, self.film, h, c)
-        return self.to_rgb(h), mu, logvar
+        if not self.skip:
+            return self.to_rgb(h), mu, logvar
+        base = F.interpolate(low.float(), size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        base = torch.atanh(base.clamp(-SKIP_CLAMP, SKIP_CLAMP))
+        return torch.tanh(base + self.to_rgb(h).float()), mu, logvar
 
 
 class Stage2Discriminator(MatchingDiscriminator):

@@ -76,7 +76,7 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
                                 m.d_norm, m.d_cond, tower_channels, m.d_depth, aux, m.d1_upsample)
     else:
-        g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film)
+        g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film, m.g2_skip)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
                                 m.d_norm, m.d_cond, tower_channels, m.d_depth, aux)
     return g, d
@@ -247,6 +247,7 @@ def _adopt_init_architecture(cfg: Config, init: StackGANPipeline) -> str:
         arch.update(res_blocks=len(g2.res), res2=g2.resolution)
         if g2.film is not None:
             arch["g2_film"] = True
+        arch["g2_skip"] = g2.skip  # a skip changes what the weights compute: always the init's
     changed = {k: (getattr(cfg.model, k), v) for k, v in arch.items() if getattr(cfg.model, k) != v}
     for k, (_, v) in changed.items():
         setattr(cfg.model, k, v)
