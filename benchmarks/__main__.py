@@ -301,7 +301,7 @@ def bench_training_loop(device: torch.device, quick: bool) -> dict:
                  "train.snapshot_every=100000", "train.checkpoint_every=100000", "model.d1_minibatch=mbstd",
                  # the same generator and discriminator as the bare step in bench_training
                  "model.g1_film=false", "model.d_norm=batch", "model.d_cond=concat", "train.loss=bce",
-                 "train.clip_weight=0"]
+                 "train.clip_weight=0", "model.d_aux=[]", "model.d1_upsample=1", "train.mixed_precision=no"]
     if quick:
         overrides += ["model.z_dim=8", "model.cond_dim=8"]
     cfg = load_config(root / "configs" / preset, overrides)
