@@ -16,7 +16,6 @@ from stackgan.models.stage2 import Stage2Generator
 from stackgan.optimize import bf16_available, optimize_generator
 from stackgan.pipeline import StackGANPipeline
 from stackgan.text.encoder import load_text_encoder
-from stackgan.training.checkpoint import CheckpointError
 from stackgan.training.loop import build_models, train
 
 
@@ -130,12 +129,6 @@ def test_config_switch_builds_it_and_a_short_run_trains_it(tmp_path):
     assert g1.film is not None
     assert any(p.abs().sum() > 0 for p in g1.film.parameters())  # two steps moved it off zero
 
-
-def test_resume_with_the_switch_flipped_names_it(tmp_path):
-    run = tmp_path / "run"
-    train(stage1_cfg("train.max_steps=2"), run)
-    with pytest.raises(CheckpointError, match=r"different architecture.*g1_film"):
-        train(stage1_cfg("train.max_steps=4", "model.g1_film=true"), run, resume="latest")
 
 
 def test_fine_tuning_a_pipeline_without_it_adds_it_zero_initialised(tiny_pipeline_dir, tmp_path):

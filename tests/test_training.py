@@ -171,12 +171,17 @@ def test_resume_after_crash_gives_the_same_weights(stage1_runs, tmp_path, monkey
     assert_same_weights(weights(full / "pipeline" / "stage1"), weights(run / "pipeline" / "stage1"))
 
 
-def test_resume_with_another_architecture_names_the_difference(stage1_runs, tmp_path):
+@pytest.mark.parametrize("override, named", [
+    ("model.gf=4", r"'gf': \(8, 4\)"),
+    ("model.g1_film=true", r"'g1_film': \(False, True\)"),
+    ("model.g2_skip=true", r"'g2_skip': \(False, True\)"),  # a stage II switch, named on a stage I run too
+])
+def test_resume_with_another_architecture_names_the_difference(stage1_runs, tmp_path, override, named):
     run = tmp_path / "copy"
     shutil.copytree(stage1_runs / "ext", run)
     before = (run / "config.yaml").read_text(encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"different architecture.*'gf': \(8, 4\)"):
-        train(stage1_cfg("train.max_steps=6", "model.gf=4"), run, resume="latest")
+    with pytest.raises(CheckpointError, match=r"different architecture.*" + named):
+        train(stage1_cfg("train.max_steps=6", override), run, resume="latest")
     assert (run / "config.yaml").read_text(encoding="utf-8") == before  # the run's config is left alone
 
 
