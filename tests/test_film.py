@@ -130,7 +130,6 @@ def test_config_switch_builds_it_and_a_short_run_trains_it(tmp_path):
     assert any(p.abs().sum() > 0 for p in g1.film.parameters())  # two steps moved it off zero
 
 
-
 def test_fine_tuning_a_pipeline_without_it_adds_it_zero_initialised(tiny_pipeline_dir, tmp_path):
     """`--init-from P model.g1_film=true` on a P without FiLM: the init's weights, plus modulation at
     zero, so the first step starts from P's own images; with --freeze-stage1 that cannot work."""

@@ -113,7 +113,6 @@ def test_config_switch_builds_it_and_a_short_run_trains_it(tmp_path):
     assert pipe.stage2.to_rgb[0].weight.abs().sum() > 0  # two steps moved the correction off zero
 
 
-
 def test_fine_tuning_keeps_the_inits_stage2_kind(tiny_pipeline_dir, tmp_path):
     """A trained stage II without the skip computes another function: fine-tuning it keeps it as it
     is (and says so); on a stage-I-only init, the switch builds the new stage II with the skip."""
