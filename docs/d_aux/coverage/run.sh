@@ -1,15 +1,4 @@
-# Stage I of configs/shapes.yaml (as its CPU run, 8,000 steps, seed 0) with a lower auxiliary-classifier
-# weight, and with the mode-seeking term, two at a time on one core each.
-. .venv/bin/activate
-run() {
-  name=$1; shift
-  OMP_NUM_THREADS=1 python train.py --config configs/shapes.yaml --output-dir runs/$name \
-    text.model=local-dir:stackgan/assets/default/text_encoder text.train_steps=0 'train.stages=[1]' \
-    "$@" > runs/$name.out 2>&1
-  OMP_NUM_THREADS=1 stackgan eval --model runs/$name/pipeline --stage 1 --metrics faithfulness,diversity,probe_fid \
-    --out runs/$name/eval_stage1 >> runs/$name.out 2>&1
-}
-run auxw03 train.aux_weight=0.3 &
-run ms1 train.mode_seeking=1 &
+# A lower auxiliary-classifier weight, and the mode-seeking term, two at a time on one core each.
+bash docs/d_aux/stage1_variant.sh auxw03 train.aux_weight=0.3 &
+bash docs/d_aux/stage1_variant.sh ms1 train.mode_seeking=1 &
 wait
-echo done
