@@ -88,6 +88,11 @@ class ModelConfig:
     # classifier): trained on the real images' true labels, while the generator learns to make
     # them read what its caption names. Built-in `shapes` only (a folder has no labels); e.g. [shape].
     d_aux: list[str] = field(default_factory=list)
+    # With d_aux: a twin classifier in both discriminators learns which values the generator was
+    # asked for from its images, and the generator's classification loss is the main classifier's
+    # minus the twin's (TAC-GAN, Gong et al. 2019): AC-GAN's loss alone also rewards images the
+    # classifier reads with more confidence than real ones, which narrows what the generator draws.
+    d_aux_twin: bool = False
 
 
 @dataclass
@@ -120,6 +125,9 @@ class TrainConfig:
     # its projection terms), and G to make D pick the caption for its fakes.
     contrastive: float = 0.0
     aux_weight: float = 1.0  # weight of the auxiliary attribute classification (model.d_aux) for D and G
+    # > 0: the generator's classification loss stops pushing a sample once the classifier gives the
+    # value its caption names this probability (0 = always; model.d_aux).
+    aux_confidence: float = 0.0
     # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
     # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
     r1_gamma: float = 0.0
@@ -224,6 +232,8 @@ def validate(cfg: Config) -> Config:
          "model.d_aux needs the attribute labels of the built-in shapes data set; set model.d_aux=[]"),
         (all(a in SHAPE_ATTRIBUTES for a in m.d_aux) and len(set(m.d_aux)) == len(m.d_aux),
          f"model.d_aux must name distinct attributes among {list(SHAPE_ATTRIBUTES)}, got {m.d_aux}"),
+        (not m.d_aux_twin or m.d_aux, "model.d_aux_twin needs the auxiliary classifier: set model.d_aux, e.g. [shape]"),
+        (0 <= t.aux_confidence < 1, f"train.aux_confidence must be in [0, 1) (0 = off), got {t.aux_confidence}"),
         (t.r1_gamma >= 0, f"train.r1_gamma must be >= 0 (0 = no R1 penalty), got {t.r1_gamma}"),
         (t.r1_every >= 1, f"train.r1_every must be >= 1, got {t.r1_every}"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),

@@ -74,9 +74,9 @@ def test_training_feeds_true_labels_to_d_and_named_values_to_g(tmp_path, monkeyp
     calls = []
     real_loss = loop.aux_loss
 
-    def spy(logits, targets, sizes):
+    def spy(logits, targets, sizes, *args):
         calls.append(targets.clone())
-        return real_loss(logits, targets, sizes)
+        return real_loss(logits, targets, sizes, *args)
 
     monkeypatch.setattr(loop, "aux_loss", spy)
     cfg = stage1_cfg("train.max_steps=1", "model.d_aux=[shape]")
@@ -102,3 +102,77 @@ def test_d_aux_is_checked():
         small_cfg("model.d_aux=[shape]", "data.name=folder", "data.path=/tmp/x")
     with pytest.raises(ConfigError, match="train.aux_weight must be >= 0"):
         small_cfg("model.d_aux=[shape]", "train.aux_weight=-1")
+
+
+def test_aux_loss_confidence_stops_at_the_named_probability():
+    sizes = [3]
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3]]))
+    targets = torch.tensor([[0], [0]])
+    plain = aux_loss(logits, targets, sizes)
+    assert plain.item() == pytest.approx((-torch.log(torch.tensor(0.9)) - torch.log(torch.tensor(0.2))).item() / 2)
+    # At confidence 0.8 sample 0 (p = 0.9) adds nothing; sample 1 (p = 0.2) adds -log 0.2 + log 0.8.
+    assert aux_loss(logits, targets, sizes, 0.8).item() == pytest.approx(
+        (-torch.log(torch.tensor(0.2)) + torch.log(torch.tensor(0.8))).item() / 2, rel=1e-5)
+    assert aux_loss(logits, targets, sizes, 0.1).item() == 0.0  # both above 0.1
+    assert aux_loss(logits, torch.tensor([[-1], [-1]]), sizes, 0.8).item() == 0.0
+
+
+@pytest.mark.parametrize("cond", ["projection", "concat"])
+def test_twin_classifier_reads_fakes_only(cond):
+    torch.manual_seed(0)
+    for D in (Stage1Discriminator(12, 8, df=8, resolution=16, minibatch="mbstd", norm="spectral", cond=cond,
+                                  aux_classes=9, aux_twin=True),
+              Stage2Discriminator(12, 8, df=8, resolution=32, minibatch="none", norm="batch", cond=cond,
+                                  aux_classes=9, aux_twin=True)):
+        res = D.resolution
+        fake = torch.rand(4, 3, res, res) * 2 - 1
+        out = D(torch.randn(4, 12), real=torch.rand(4, 3, res, res) * 2 - 1, fake=fake, group=2)
+        assert out["fake_aux_twin"].shape == (4, 9) and "real_aux_twin" not in out
+        assert not torch.allclose(out["fake_aux_twin"], out["fake_aux"])  # its own weights
+        # The same features as the main classifier, another linear layer: its gradient reaches the encoder.
+        out["fake_aux_twin"].sum().backward()
+        def has_grad(m):
+            return any(q.grad is not None and q.grad.abs().sum() > 0 for q in m.parameters())
+
+        assert has_grad(D.head.aux_twin_out) and has_grad(D.encoder) and not has_grad(D.head.aux_out)
+    with pytest.raises(ValueError, match="aux_twin needs an auxiliary classifier"):
+        Stage1Discriminator(12, 8, df=8, resolution=16, aux_twin=True)
+
+
+def test_twin_is_built_from_the_config_and_checked():
+    cfg = small_cfg("model.d_aux=[shape,size]", "model.d_aux_twin=true")
+    for stage in (1, 2):
+        _, D = build_models(cfg, stage, text_dim=16)
+        assert D.head.aux_twin_out.out_features == D.head.aux_out.out_features == 9
+    assert build_models(small_cfg("model.d_aux=[shape]"), 1, text_dim=16)[1].head.aux_twin_out is None
+    with pytest.raises(ConfigError, match="model.d_aux_twin needs the auxiliary classifier"):
+        small_cfg("model.d_aux_twin=true")
+    for bad in ("-0.1", "1"):
+        with pytest.raises(ConfigError, match=r"train.aux_confidence must be in \[0, 1\)"):
+            small_cfg("model.d_aux=[shape]", f"train.aux_confidence={bad}")
+
+
+def test_training_with_the_twin_subtracts_its_loss_from_g(tmp_path, monkeypatch):
+    """D: main classifier on the real labels, twin on the fakes' named values; G: main minus twin
+    (TAC-GAN), with train.aux_confidence on the main term only."""
+    calls = []
+    real_loss = loop.aux_loss
+
+    def spy(logits, targets, sizes, confidence=0.0):
+        loss = real_loss(logits, targets, sizes, confidence)
+        calls.append((targets.clone(), confidence, loss.detach()))
+        return loss
+
+    monkeypatch.setattr(loop, "aux_loss", spy)
+    g_losses = []
+    real_g_loss = loop.g_loss
+    monkeypatch.setattr(loop, "g_loss", lambda out, kind: g_losses.append(real_g_loss(out, kind)) or g_losses[-1])
+    cfg = stage1_cfg("train.max_steps=1", "model.d_aux=[shape]", "model.d_aux_twin=true",
+                     "train.aux_confidence=0.5", "train.kl_weight=0", "train.clip_weight=0")
+    train(cfg, tmp_path / "run")
+    (d_real, c1, _), (d_twin, c2, _), (g_main, c3, main), (g_twin, c4, twin) = calls
+    assert (d_real >= 0).all() and torch.equal(d_twin, g_main) and torch.equal(g_main, g_twin)
+    assert (c1, c2, c3, c4) == (0.0, 0.0, 0.5, 0.0)
+    row = metrics(tmp_path / "run")[0]
+    assert row["loss_g"] == pytest.approx((g_losses[-1] + main - twin).item(), rel=1e-4, abs=1e-5)
+    assert 0 <= row["aux_twin_acc_fake"] <= 1

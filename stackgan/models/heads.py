@@ -33,6 +33,9 @@ class DiscriminatorHead(nn.Module):
         aux_classes:  > 0: also a linear classifier of the image alone over that many classes (an
                       auxiliary classifier as in AC-GAN; several attributes' classes side by side),
                       on phi(x) with the projection head, else on the sum-pooled features.
+        aux_twin:     with aux_classes: also a twin classifier of the same shape (TAC-GAN, Gong et
+                      al. 2019), trained on generated images to read the classes they were asked
+                      for; `aux_twin_logits`.
     """
 
     def __init__(
@@ -47,8 +50,11 @@ class DiscriminatorHead(nn.Module):
         norm: str = "batch",
         cond: str = "concat",
         aux_classes: int = 0,
+        aux_twin: bool = False,
     ):
         super().__init__()
+        if aux_twin and not aux_classes:
+            raise ValueError("aux_twin needs an auxiliary classifier (aux_classes > 0)")
         if cond not in ("concat", "projection"):
             raise ValueError(f"cond must be 'concat' or 'projection', got {cond!r}")
         self.minibatch, self.cond = minibatch, cond
@@ -76,7 +82,9 @@ class DiscriminatorHead(nn.Module):
             self.cond_out = nn.Linear(channels, 1)
             self.text_embed = nn.Linear(cond_dim, channels, bias=False)
         self.uncond_out = nn.Conv2d(c, 1, 4, 4) if unconditional else None
-        self.aux_out = nn.Linear(channels if cond == "projection" else c, aux_classes) if aux_classes else None
+        aux_in = channels if cond == "projection" else c
+        self.aux_out = nn.Linear(aux_in, aux_classes) if aux_classes else None
+        self.aux_twin_out = nn.Linear(aux_in, aux_classes) if aux_twin else None
 
     def image_features(self, h: torch.Tensor, group: int) -> torch.Tensor:
         """h `[N, C, 4, 4]` -> `[N, C + extra, 4, 4]` with the minibatch features appended."""
@@ -110,7 +118,16 @@ class DiscriminatorHead(nn.Module):
         """Auxiliary class logits `[N, aux_classes]` of the image alone, or None without the classifier."""
         if self.aux_out is None:
             return None
-        return self.aux_out(self._phi(feats) if self.cond == "projection" else feats.sum(dim=(2, 3)))
+        return self.aux_out(self._aux_features(feats))
+
+    def aux_twin_logits(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """The twin classifier's logits `[N, aux_classes]` (TAC-GAN), or None without it."""
+        if self.aux_twin_out is None:
+            return None
+        return self.aux_twin_out(self._aux_features(feats))
+
+    def _aux_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._phi(feats) if self.cond == "projection" else feats.sum(dim=(2, 3))
 
     def uncond_logit(self, feats: torch.Tensor) -> torch.Tensor | None:
         return None if self.uncond_out is None else self.uncond_out(feats).view(-1)
@@ -162,7 +179,8 @@ class MatchingDiscriminator(nn.Module):
                         head only): adds real_contrast / fake_contrast, `[N, M]`.
         Returns:
             keys among real, wrong, fake (conditional logits), real_uncond, fake_uncond and, with the
-            auxiliary classifier, real_aux, fake_aux (`[N, aux_classes]`).
+            auxiliary classifier, real_aux, fake_aux (`[N, aux_classes]`), and with its twin
+            fake_aux_twin.
         """
         out: dict[str, torch.Tensor] = {}
         for name, images, tower in (("real", real, real_tower), ("fake", fake, fake_tower)):
@@ -187,6 +205,9 @@ class MatchingDiscriminator(nn.Module):
             aux = self.head.aux_logits(feats)
             if aux is not None:
                 out[f"{name}_aux"] = aux
+            twin = self.head.aux_twin_logits(feats) if name == "fake" else None
+            if twin is not None:
+                out["fake_aux_twin"] = twin
             uncond = self.head.uncond_logit(feats)
             if uncond is not None:
                 out[f"{name}_uncond"] = uncond

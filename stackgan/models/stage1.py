@@ -76,6 +76,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         tower_channels: C of a frozen image tower's 4x4 feature map that `forward` also reads
                     (`real_tower` / `fake_tower`); 0 = none (StackGAN).
         aux_classes: classes of the head's auxiliary classifier (0 = none; `DiscriminatorHead`).
+        aux_twin:   also the classifier's twin, trained on generated images (TAC-GAN; `DiscriminatorHead`).
         upsample:   read the images enlarged by this factor (nearest neighbour; 1, 2 or 4), with one
                     more stride-2 block per doubling: small objects keep more pixels through the
                     first strided convolutions (1 = StackGAN).
@@ -98,6 +99,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         depth: int = 0,
         aux_classes: int = 0,
         upsample: int = 1,
+        aux_twin: bool = False,
     ):
         super().__init__()
         if norm not in D_NORMS:
@@ -116,7 +118,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         self.encoder = nn.Sequential(*layers)
         self._tower_branch(tower_channels, ch)
         self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=False,
-                                       norm=norm, cond=cond, aux_classes=aux_classes)
+                                       norm=norm, cond=cond, aux_classes=aux_classes, aux_twin=aux_twin)
         init_weights(self)
         if norm == "spectral":
             spectral_normalize(self)

@@ -116,6 +116,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         tower_channels: int = 0,
         depth: int = 0,
         aux_classes: int = 0,
+        aux_twin: bool = False,
     ):
         super().__init__()
         if norm not in D_NORMS:
@@ -135,7 +136,7 @@ class Stage2Discriminator(MatchingDiscriminator):
         self.encoder = nn.Sequential(*layers)
         self._tower_branch(tower_channels, ch)
         self.head = DiscriminatorHead(ch, text_dim, cond_dim, minibatch, mbd_kernels, mbd_dims, unconditional=True,
-                                       norm=norm, cond=cond, aux_classes=aux_classes)
+                                       norm=norm, cond=cond, aux_classes=aux_classes, aux_twin=aux_twin)
         init_weights(self)
         if norm == "spectral":
             spectral_normalize(self)

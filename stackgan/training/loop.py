@@ -74,11 +74,11 @@ def build_models(cfg: Config, stage: int, text_dim: int, tower_channels: int = 0
     if stage == 1:
         g = Stage1Generator(text_dim, m.z_dim, m.cond_dim, m.gf, m.res1, m.g1_film)
         d = Stage1Discriminator(text_dim, m.cond_dim, m.df, m.res1, m.d1_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux, m.d1_upsample)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux, m.d1_upsample, m.d_aux_twin)
     else:
         g = Stage2Generator(text_dim, m.cond_dim, m.gf, m.res_blocks, m.res1, m.res2, m.g2_film, m.g2_skip)
         d = Stage2Discriminator(text_dim, m.cond_dim, m.df, m.res2, m.d2_minibatch, m.mbd_kernels, m.mbd_dims,
-                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux)
+                                m.d_norm, m.d_cond, tower_channels, m.d_depth, aux, m.d_aux_twin)
     return g, d
 
 
@@ -519,9 +519,12 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             own = torch.arange(real.shape[0], device=device) // t.group_size
         out_d = D(text, real=real, fake=fake.detach(), wrong_text=wrong, group=group, **tower, **contrast)
         loss_d = d_loss(out_d, t.loss)
-        if cfg.model.d_aux:  # the real images' true attributes
+        if cfg.model.d_aux:  # the real images' true attributes; what the captions of the fakes name
             real_labels = aux_images[index.to(device)]
+            fake_labels = aux_captions[caps.to(device)]
             loss_d = loss_d + t.aux_weight * aux_loss(out_d["real_aux"], real_labels, sizes)
+            if cfg.model.d_aux_twin:  # the twin learns what the generator was asked for
+                loss_d = loss_d + t.aux_weight * aux_loss(out_d["fake_aux_twin"], fake_labels, sizes)
         if t.contrastive > 0:
             loss_d = loss_d + t.contrastive * F.cross_entropy(out_d["real_contrast"].float(), own)
         if r1:
@@ -544,8 +547,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
         if t.contrastive > 0:
             loss_g = loss_g + t.contrastive * F.cross_entropy(out_g["fake_contrast"].float(), own)
         if cfg.model.d_aux:  # what the caption names
-            fake_labels = aux_captions[caps.to(device)]
-            loss_g = loss_g + t.aux_weight * aux_loss(out_g["fake_aux"], fake_labels, sizes)
+            loss_g = loss_g + t.aux_weight * aux_loss(out_g["fake_aux"], fake_labels, sizes, t.aux_confidence)
+            if cfg.model.d_aux_twin:  # TAC-GAN: minus the twin's loss, which cancels the reward for overconfidence
+                loss_g = loss_g - t.aux_weight * aux_loss(out_g["fake_aux_twin"], fake_labels, sizes)
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
@@ -585,6 +589,8 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             if cfg.model.d_aux:  # share of the attributes D's auxiliary classifier reads right
                 row["aux_acc_real"] = aux_accuracy(out_d["real_aux"], real_labels, sizes)
                 row["aux_acc_fake"] = aux_accuracy(out_g["fake_aux"], fake_labels, sizes)
+                if cfg.model.d_aux_twin:  # the twin's reading of the fakes
+                    row["aux_twin_acc_fake"] = aux_accuracy(out_g["fake_aux_twin"], fake_labels, sizes)
             row.update(_minibatch_stats(acc.unwrap_model(D)))
             if acc.is_main_process:
                 acc.log({f"stage{stage}/{k}": v for k, v in row.items() if k not in ("stage", "step")}, step=step)

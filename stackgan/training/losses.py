@@ -128,16 +128,20 @@ def jitter(images: torch.Tensor, strength: float, generator: torch.Generator | N
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False).to(images.dtype)
 
 
-def aux_loss(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+def aux_loss(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int], confidence: float = 0.0) -> torch.Tensor:
     """Auxiliary classification loss (AC-GAN): `logits` `[N, sum(sizes)]` hold one block of class
     logits per attribute, `targets` `[N, A]` one class index per attribute (-1: no target). The sum
     over attributes of the mean cross-entropy over the samples that have a target (0 for an
-    attribute without any)."""
+    attribute without any). `confidence` > 0: a sample's cross-entropy counts only above
+    -log(confidence), so one the classifier already reads with that probability adds nothing."""
+    floor = -math.log(confidence) if confidence > 0 else 0.0
     loss, start = logits.new_zeros((), dtype=torch.float32), 0
     for j, n in enumerate(sizes):
         t = targets[:, j]
         # Summed and divided by the count rather than `if (t >= 0).any()`: no host sync on a GPU.
         per_sample = F.cross_entropy(logits[:, start:start + n].float(), t, ignore_index=-1, reduction="none")
+        if floor:
+            per_sample = (per_sample - floor).clamp(min=0)
         loss = loss + per_sample.sum() / (t >= 0).sum().clamp(min=1)
         start += n
     return loss
