@@ -128,6 +128,10 @@ class TrainConfig:
     # > 0: the generator's classification loss stops pushing a sample once the classifier gives the
     # value its caption names this probability (0 = always; model.d_aux).
     aux_confidence: float = 0.0
+    # Weight of a variety term for the generator (model.d_aux, train.group_size >= 2): over the
+    # attributes a caption leaves unnamed, the samples of its group should each read clearly as some
+    # value, and as different values (`stackgan.training.losses.aux_spread_loss`; 0 = off).
+    aux_spread: float = 0.0
     # R1 penalty (Mescheder et al. 2018): gamma / 2 x the squared gradient of D's logit on real
     # images with their captions, every r1_every steps (scaled by r1_every, as StyleGAN2's lazy R1).
     r1_gamma: float = 0.0
@@ -234,6 +238,9 @@ def validate(cfg: Config) -> Config:
          f"model.d_aux must name distinct attributes among {list(SHAPE_ATTRIBUTES)}, got {m.d_aux}"),
         (not m.d_aux_twin or m.d_aux, "model.d_aux_twin needs the auxiliary classifier: set model.d_aux, e.g. [shape]"),
         (0 <= t.aux_confidence < 1, f"train.aux_confidence must be in [0, 1) (0 = off), got {t.aux_confidence}"),
+        (t.aux_spread >= 0, f"train.aux_spread must be >= 0 (0 = off), got {t.aux_spread}"),
+        (t.aux_spread == 0 or (m.d_aux and t.group_size >= 2),
+         "train.aux_spread needs the auxiliary classifier (model.d_aux) and groups (train.group_size >= 2)"),
         (t.r1_gamma >= 0, f"train.r1_gamma must be >= 0 (0 = no R1 penalty), got {t.r1_gamma}"),
         (t.r1_every >= 1, f"train.r1_every must be >= 1, got {t.r1_every}"),
         (t.mode_seeking == 0 or t.group_size >= 2, "train.mode_seeking needs train.group_size >= 2"),

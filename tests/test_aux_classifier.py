@@ -14,7 +14,7 @@ from stackgan.models.stage2 import Stage2Discriminator
 from stackgan.training import loop
 from stackgan.training.data import CaptionTable
 from stackgan.training.loop import aux_accuracy, aux_targets, build_models, train
-from stackgan.training.losses import aux_loss
+from stackgan.training.losses import aux_loss, aux_spread_loss
 
 
 @pytest.mark.parametrize("cond", ["projection", "concat"])
@@ -176,3 +176,37 @@ def test_training_with_the_twin_subtracts_its_loss_from_g(tmp_path, monkeypatch)
     row = metrics(tmp_path / "run")[0]
     assert row["loss_g"] == pytest.approx((g_losses[-1] + main - twin).item(), rel=1e-4, abs=1e-5)
     assert 0 <= row["aux_twin_acc_fake"] <= 1
+
+
+def test_aux_spread_rewards_clear_and_different_readings_of_unnamed_attributes():
+    sizes = [4]
+    sure = torch.eye(4) * 20 - 10  # four samples, each read clearly as another value
+    same = sure[[0, 0, 0, 0]]  # all read clearly as value 0
+    unsure = torch.zeros(4, 4)  # nothing read clearly
+    unnamed = torch.full((4, 1), -1)
+    named = torch.zeros(4, 1, dtype=torch.long)
+    assert aux_spread_loss(sure, unnamed, sizes, group=4).item() == pytest.approx(-1.0, abs=1e-4)
+    assert aux_spread_loss(same, unnamed, sizes, group=4).item() == pytest.approx(0.0, abs=1e-4)
+    assert aux_spread_loss(unsure, unnamed, sizes, group=4).item() == pytest.approx(0.0, abs=1e-6)
+    assert aux_spread_loss(sure, named, sizes, group=4).item() == 0.0  # a named attribute is aux_loss's
+    # Two groups of two, one naming the attribute: only the other counts, and two values are its maximum.
+    two = torch.cat([sure[:2], sure[:2]])
+    assert aux_spread_loss(two, torch.tensor([[0], [0], [-1], [-1]]), sizes, group=2).item() == pytest.approx(-1.0, abs=1e-4)
+    # Several attributes side by side: the sum of each one's term.
+    both = torch.cat([sure, same[:, :3]], dim=1)
+    assert aux_spread_loss(both, torch.full((4, 2), -1), [4, 3], group=4).item() == pytest.approx(-1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="not a whole number of groups"):
+        aux_spread_loss(sure[:3], unnamed[:3], sizes, group=2)
+
+
+def test_aux_spread_is_trained_and_checked(tmp_path):
+    with pytest.raises(ConfigError, match="train.aux_spread needs the auxiliary classifier"):
+        small_cfg("train.aux_spread=1")
+    with pytest.raises(ConfigError, match="train.aux_spread needs the auxiliary classifier"):
+        small_cfg("model.d_aux=[shape]", "train.aux_spread=1", "train.group_size=1")
+    with pytest.raises(ConfigError, match="train.aux_spread must be >= 0"):
+        small_cfg("model.d_aux=[shape]", "train.aux_spread=-1")
+    cfg = stage1_cfg("train.max_steps=2", "train.log_every=1", "model.d_aux=[shape,position]", "train.aux_spread=1")
+    train(cfg, tmp_path / "run")
+    rows = metrics(tmp_path / "run")
+    assert all(-2 <= r["aux_spread"] <= 0 for r in rows)

@@ -37,7 +37,18 @@ from ..text.encoder import TextEncoder, load_text_encoder
 from ..visual import plot_metrics, sample_sheet
 from .checkpoint import CheckpointError, find_checkpoint, save_checkpoint
 from .data import CaptionTable, GroupSampler, PairDataset, StepBatches, collate
-from .losses import aux_loss, clip_match_loss, d_loss, g_loss, gaussian_blur, jitter, kl_loss, mode_seeking_loss, r1_penalty
+from .losses import (
+    aux_loss,
+    aux_spread_loss,
+    clip_match_loss,
+    d_loss,
+    g_loss,
+    gaussian_blur,
+    jitter,
+    kl_loss,
+    mode_seeking_loss,
+    r1_penalty,
+)
 
 log = logging.getLogger("stackgan.train")
 
@@ -550,6 +561,9 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             loss_g = loss_g + t.aux_weight * aux_loss(out_g["fake_aux"], fake_labels, sizes, t.aux_confidence)
             if cfg.model.d_aux_twin:  # TAC-GAN: minus the twin's loss, which cancels the reward for overconfidence
                 loss_g = loss_g - t.aux_weight * aux_loss(out_g["fake_aux_twin"], fake_labels, sizes)
+            if t.aux_spread > 0:  # variety in what the caption leaves open
+                spread = aux_spread_loss(out_g["fake_aux"], fake_labels, sizes, t.group_size)
+                loss_g = loss_g + t.aux_spread * spread
         if t.mode_seeking > 0:
             loss_g = loss_g + t.mode_seeking * mode_seeking_loss(fake, z, t.group_size)
         if t.clip_weight > 0:
@@ -589,6 +603,8 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             if cfg.model.d_aux:  # share of the attributes D's auxiliary classifier reads right
                 row["aux_acc_real"] = aux_accuracy(out_d["real_aux"], real_labels, sizes)
                 row["aux_acc_fake"] = aux_accuracy(out_g["fake_aux"], fake_labels, sizes)
+                if t.aux_spread > 0:  # 0 .. -len(d_aux): -1 per attribute when each group reads fully varied
+                    row["aux_spread"] = spread.item()
                 if cfg.model.d_aux_twin:  # the twin's reading of the fakes
                     row["aux_twin_acc_fake"] = aux_accuracy(out_g["fake_aux_twin"], fake_labels, sizes)
             row.update(_minibatch_stats(acc.unwrap_model(D)))

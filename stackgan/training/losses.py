@@ -145,3 +145,26 @@ def aux_loss(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int], conf
         loss = loss + per_sample.sum() / (t >= 0).sum().clamp(min=1)
         start += n
     return loss
+
+
+def aux_spread_loss(logits: torch.Tensor, targets: torch.Tensor, sizes: list[int], group: int) -> torch.Tensor:
+    """Minus the variety the auxiliary classifier reads among the samples of one caption, over the
+    attributes that caption leaves unnamed: `logits` `[N, sum(sizes)]` and `targets` `[N, A]` as
+    `aux_loss`, the batch in groups of `group` consecutive samples sharing a caption. Per group and
+    unnamed attribute, the mutual information between a sample's place in the group and the value
+    read, H(mean p) - mean H(p) (as IMSAT's, Hu et al. 2017): high when the samples are each read
+    with confidence and read differently, 0 when they read the same or nothing clearly; divided
+    by its maximum, log min(group, classes), and averaged; minus that mean per attribute, summed."""
+    if logits.shape[0] % group:
+        raise ValueError(f"batch of {logits.shape[0]} is not a whole number of groups of {group}")
+    loss, start = logits.new_zeros((), dtype=torch.float32), 0
+    for j, n in enumerate(sizes):
+        p = F.softmax(logits[:, start:start + n].float(), dim=1).view(-1, group, n)
+        unnamed = (targets[::group, j] < 0).float()
+        mean = p.mean(dim=1)
+        h_mean = -(mean * mean.clamp(min=1e-12).log()).sum(dim=1)
+        h_each = -(p * p.clamp(min=1e-12).log()).sum(dim=2).mean(dim=1)
+        info = (h_mean - h_each) / math.log(min(group, n))
+        loss = loss - (info * unnamed).sum() / unnamed.sum().clamp(min=1)
+        start += n
+    return loss
