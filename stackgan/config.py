@@ -90,8 +90,9 @@ class ModelConfig:
     d_aux: list[str] = field(default_factory=list)
     # With d_aux: a twin classifier in both discriminators learns which values the generator was
     # asked for from its images, and the generator's classification loss is the main classifier's
-    # minus the twin's (TAC-GAN, Gong et al. 2019): AC-GAN's loss alone also rewards images the
-    # classifier reads with more confidence than real ones, which narrows what the generator draws.
+    # minus the twin's (Twin Auxiliary Classifiers GAN, Gong et al. 2019): AC-GAN's loss alone
+    # also rewards images the classifier reads with more confidence than real ones, which narrows
+    # what the generator draws.
     d_aux_twin: bool = False
 
 

@@ -154,7 +154,7 @@ def test_twin_is_built_from_the_config_and_checked():
 
 def test_training_with_the_twin_subtracts_its_loss_from_g(tmp_path, monkeypatch):
     """D: main classifier on the real labels, twin on the fakes' named values; G: main minus twin
-    (TAC-GAN), with train.aux_confidence on the main term only."""
+    (Gong et al. 2019), with train.aux_confidence on the main term only."""
     calls = []
     real_loss = loop.aux_loss
 

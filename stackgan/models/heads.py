@@ -33,9 +33,9 @@ class DiscriminatorHead(nn.Module):
         aux_classes:  > 0: also a linear classifier of the image alone over that many classes (an
                       auxiliary classifier as in AC-GAN; several attributes' classes side by side),
                       on phi(x) with the projection head, else on the sum-pooled features.
-        aux_twin:     with aux_classes: also a twin classifier of the same shape (TAC-GAN, Gong et
-                      al. 2019), trained on generated images to read the classes they were asked
-                      for; `aux_twin_logits`.
+        aux_twin:     with aux_classes: also a twin classifier of the same shape (Twin Auxiliary
+                      Classifiers GAN, Gong et al. 2019), trained on generated images to read the
+                      classes they were asked for; `aux_twin_logits`.
     """
 
     def __init__(
@@ -121,7 +121,7 @@ class DiscriminatorHead(nn.Module):
         return self.aux_out(self._aux_features(feats))
 
     def aux_twin_logits(self, feats: torch.Tensor) -> torch.Tensor | None:
-        """The twin classifier's logits `[N, aux_classes]` (TAC-GAN), or None without it."""
+        """The twin classifier's logits `[N, aux_classes]` (Gong et al. 2019), or None without it."""
         if self.aux_twin_out is None:
             return None
         return self.aux_twin_out(self._aux_features(feats))

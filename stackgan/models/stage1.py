@@ -76,7 +76,7 @@ class Stage1Discriminator(MatchingDiscriminator):
         tower_channels: C of a frozen image tower's 4x4 feature map that `forward` also reads
                     (`real_tower` / `fake_tower`); 0 = none (StackGAN).
         aux_classes: classes of the head's auxiliary classifier (0 = none; `DiscriminatorHead`).
-        aux_twin:   also the classifier's twin, trained on generated images (TAC-GAN; `DiscriminatorHead`).
+        aux_twin:   also the classifier's twin, trained on generated images (Gong et al. 2019; `DiscriminatorHead`).
         upsample:   read the images enlarged by this factor (nearest neighbour; 1, 2 or 4), with one
                     more stride-2 block per doubling: small objects keep more pixels through the
                     first strided convolutions (1 = StackGAN).

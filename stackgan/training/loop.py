@@ -559,7 +559,7 @@ def run_stage(ctx: RunContext, stage: int, checkpoint: dict | None) -> None:
             loss_g = loss_g + t.contrastive * F.cross_entropy(out_g["fake_contrast"].float(), own)
         if cfg.model.d_aux:  # what the caption names
             loss_g = loss_g + t.aux_weight * aux_loss(out_g["fake_aux"], fake_labels, sizes, t.aux_confidence)
-            if cfg.model.d_aux_twin:  # TAC-GAN: minus the twin's loss, which cancels the reward for overconfidence
+            if cfg.model.d_aux_twin:  # twin auxiliary classifiers: minus the twin's loss, which cancels the reward for overconfidence
                 loss_g = loss_g - t.aux_weight * aux_loss(out_g["fake_aux_twin"], fake_labels, sizes)
             if t.aux_spread > 0:  # variety in what the caption leaves open
                 spread = aux_spread_loss(out_g["fake_aux"], fake_labels, sizes, t.group_size)
