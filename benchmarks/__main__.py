@@ -289,22 +289,9 @@ def bench_training_loop(device: torch.device, quick: bool) -> dict:
     import logging
     import tempfile
 
-    from stackgan.config import load_config
-    from stackgan.pipeline import DEFAULT_MODEL_DIR
     from stackgan.training.loop import train
 
-    root = Path(__file__).resolve().parents[1]
-    steps, window = (6, 2) if quick else (100, 20)
-    preset = "shapes-tiny.yaml" if quick else "shapes.yaml"
-    overrides = [f"text.model=local-dir:{DEFAULT_MODEL_DIR / 'text_encoder'}", "text.train_steps=0", "train.stages=[1]",
-                 f"data.size={200 if quick else 2000}", "data.test_size=200", f"train.max_steps={steps}", f"train.log_every={window}",
-                 "train.snapshot_every=100000", "train.checkpoint_every=100000", "model.d1_minibatch=mbstd",
-                 # the same generator and discriminator as the bare step in bench_training
-                 "model.g1_film=false", "model.d_norm=batch", "model.d_cond=concat", "train.loss=bce",
-                 "train.clip_weight=0", "model.d_aux=[]", "model.d1_upsample=1", "train.mixed_precision=no"]
-    if quick:
-        overrides += ["model.z_dim=8", "model.cond_dim=8"]
-    cfg = load_config(root / "configs" / preset, overrides)
+    cfg, steps, window = training_loop_config(quick)
     logging.getLogger("stackgan").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, tmp)
@@ -314,8 +301,30 @@ def bench_training_loop(device: torch.device, quick: bool) -> dict:
     ips = statistics.median(r["img_per_s"] for r in rows[1:])
     print(f"  train loop shapes stage 1 batch {cfg.train.batch_size:3d}: fp32 {ips:8.1f} img/s "
           f"(stackgan.training.train, median of {len(rows) - 1} windows of {window} steps after the first)", flush=True)
+    preset = "shapes-tiny.yaml" if quick else "shapes.yaml"
     return {"config": preset, "stage": 1, "batch": cfg.train.batch_size, "steps": steps, "window": window,
             "img_per_s_fp32": ips}
+
+
+def training_loop_config(quick: bool):
+    """The shapes preset (the tiny one with `quick`) cut down to the bare step's models: returns
+    (config, steps, log window)."""
+    from stackgan.config import load_config
+    from stackgan.pipeline import DEFAULT_MODEL_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    steps, window = (6, 2) if quick else (100, 20)
+    preset = "shapes-tiny.yaml" if quick else "shapes.yaml"
+    overrides = [f"text.model=local-dir:{DEFAULT_MODEL_DIR / 'text_encoder'}", "text.train_steps=0", "train.stages=[1]",
+                 f"data.size={200 if quick else 2000}", "data.test_size=200", f"train.max_steps={steps}", f"train.log_every={window}",
+                 "train.snapshot_every=100000", "train.checkpoint_every=100000", "model.d1_minibatch=mbstd",
+                 # the same generator and discriminator as the bare step in bench_training
+                 "model.g1_film=false", "model.d_norm=batch", "model.d_cond=concat", "train.loss=bce",
+                 "train.clip_weight=0", "model.d_aux=[]", "train.aux_spread=0", "model.d1_upsample=1",
+                 "train.mixed_precision=no"]
+    if quick:
+        overrides += ["model.z_dim=8", "model.cond_dim=8"]
+    return load_config(root / "configs" / preset, overrides), steps, window
 
 
 def bench_text(device: torch.device, n: int = 1024) -> dict:

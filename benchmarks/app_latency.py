@@ -28,6 +28,7 @@ from pathlib import Path
 
 import stackgan  # noqa: F401  (offline settings before gradio is imported)
 from benchmarks import write_json
+from benchmarks.load_test import memory
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -164,6 +165,11 @@ def print_table(result: dict) -> None:
         r = result.get(key)
         if r:
             print(f"| {label:32} | {r['median_s']:8.3f} | {r['min_s']:5.3f} | {r['max_s']:5.3f} | {r['runs']:4d} |")
+    mem = result.get("memory_mib")
+    if mem:
+        end = mem["after_requests"]
+        print(f"app process resident memory: {mem['after_load'].get('rss_mib', float('nan')):.0f} MiB after loading, "
+              f"{end.get('rss_mib', float('nan')):.0f} MiB after the requests (peak {end.get('peak_rss_mib', float('nan')):.0f} MiB)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     pipe = load(args.model, args.precision, args.candidates)
     from app import logic
+
+    after_load = memory(os.getpid())
 
     caption = args.caption or logic.example_prompts(pipe)[0]
     if args.screenshot and not args.out:
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["screenshot"] = str(screenshot(session, Path(args.screenshot), caption))
         finally:
             session.close()
+    # this process is the app's server (the browser runs in processes of its own)
+    result["memory_mib"] = {"after_load": after_load, "after_requests": memory(os.getpid())}
     print_table(result)
     if args.out:
         print(f"\nwrote {write_json(Path(args.out) / 'app_latency.json', result)}")

@@ -2,7 +2,9 @@
 
 import json
 
-from benchmarks.__main__ import main, to_markdown
+import pytest
+
+from benchmarks.__main__ import main, to_markdown, training_loop_config
 
 
 def test_quick_benchmark_writes_every_section(tmp_path):
@@ -29,6 +31,15 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert 0 < nudged[0]["mean_abs_diff_uint8"] < nudged[1]["mean_abs_diff_uint8"]
     assert "own sensitivity" in md
     assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "Optimised bf16 path" in md
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_training_loop_config_loads_from_both_presets(quick):
+    # the full run cuts configs/shapes.yaml down to the bare step's models: a setting the preset
+    # gains (the variety term needs the classifier) must be cut with it, or the run stops there
+    cfg, steps, window = training_loop_config(quick)
+    assert cfg.model.d_aux == [] and cfg.train.aux_spread == 0 and cfg.train.clip_weight == 0
+    assert cfg.train.stages == [1] and cfg.train.max_steps == steps and steps > window > 0
 
 
 def test_tower_vs_probe_shares_and_a_run_on_a_tiny_pipeline(tiny_pipeline_dir, tmp_path):
@@ -60,3 +71,14 @@ def test_tower_vs_probe_refuses_an_encoder_without_an_image_tower(monkeypatch):
     monkeypatch.setattr(TextEncoder, "has_image_tower", property(lambda self: False))
     with pytest.raises(ValueError, match="has no image tower"):
         tower_vs_probe(make_tiny_pipeline(), samples_per_prompt=2, num_prompts=4)
+
+
+def test_app_latency_records_the_app_process_memory(tiny_pipeline_dir, tmp_path):
+    from benchmarks.app_latency import main as latency_main
+
+    assert latency_main(["--model", str(tiny_pipeline_dir), "--runs", "1", "--browser-runs", "0",
+                         "--samples", "2", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "app_latency.json").read_text(encoding="utf-8"))
+    assert r["pipeline"]["runs"] == 1 and r["server"]["median_s"] > 0 and "browser" not in r
+    mem = r["memory_mib"]
+    assert 0 < mem["after_load"]["rss_mib"] and 0 < mem["after_requests"]["rss_mib"] <= mem["after_requests"]["peak_rss_mib"]
