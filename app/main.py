@@ -14,6 +14,8 @@ import sys
 import stackgan  # noqa: F401  (offline settings before gradio is imported)
 
 log = logging.getLogger(__name__)
+# candidates per sample for a model that declares no sampling of its own (model_index.json info.sampling)
+APP_CANDIDATES = 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto (default): the optimised inference path (folded batch norm, transposed convolutions, "
                         "bf16 where the hardware has native bf16 units); fp32: the saved float32 generators as they are")
-    add_sampling_args(p, candidates=4)
+    add_sampling_args(p, fallback=APP_CANDIDATES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,9 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_pipeline(path: str | None, role: str, precision: str = "fp32", candidates: int = 1, diversity: float = 0.5):
+def load_pipeline(path: str | None, role: str, precision: str = "fp32", candidates: int | None = None,
+                  diversity: float | None = None):
     """Load a pipeline folder (None: the bundled model), `optimize`d unless precision is "fp32",
-    with its candidate sampling set; a ValueError says what is wrong and how to fix it."""
+    with its candidate sampling set (None: the model's own, else 4 candidates, `choose_sampling`);
+    a ValueError says what is wrong and how to fix it."""
+    from stackgan.cli import choose_sampling
     from stackgan.pipeline import PipelineError, StackGANPipeline
     from stackgan.text.encoder import TextEncoderError
 
@@ -52,13 +57,14 @@ def load_pipeline(path: str | None, role: str, precision: str = "fp32", candidat
         raise ValueError(f"cannot load the {role} model: {str(e).rstrip('.')}.{hint}") from None
     if precision != "fp32":
         pipe.optimize(precision=precision)
-    if candidates > 1 and not pipe.text_encoder.has_image_tower:
+    if candidates is not None and candidates > 1 and not pipe.text_encoder.has_image_tower:
         log.warning("the %s model's text encoder has no image tower to rank candidates: plain sampling", role)
         candidates = 1
     try:
-        return pipe.set_sampling(candidates, diversity)
+        choose_sampling(pipe, candidates, diversity, fallback=APP_CANDIDATES)
     except PipelineError as e:
         raise ValueError(f"{e} (--candidates / --diversity)") from None
+    return pipe
 
 
 def main(argv: list[str] | None = None) -> int:

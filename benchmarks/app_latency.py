@@ -11,7 +11,7 @@ Measured for one caption and `--samples` (8) images at stage II, each run with a
 Each row is the median of its runs after one warm-up run. `--out DIR` writes DIR/app_latency.json.
 `--model` defaults to the bundled model (stackgan/assets/default); the command fails with a clear
 message when it is missing. The model is served as `python -m app` serves it: `--precision`
-(auto) and `--candidates` (4) as there.
+(auto) and `--candidates` (the model's own sampling, else 4) as there.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def screenshot(session: BrowserSession, path: Path, caption: str, samples: int =
 
 
 # ---------------------------------------------------------------------------- main
-def load(model: str | None, precision: str = "auto", candidates: int = 4):
+def load(model: str | None, precision: str = "auto", candidates: int | None = None):
     """The model as `python -m app` serves it with these settings (app.main.load_pipeline)."""
     from app.main import load_pipeline
 
@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--browser-runs", type=int, default=3, help="browser runs (median); 0 skips the browser")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="as python -m app (default auto)")
-    p.add_argument("--candidates", type=int, default=4, help="as python -m app (default 4)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="as python -m app (default: the model's own sampling, else 4)")
     p.add_argument("--out", default=None, help="folder for app_latency.json")
     p.add_argument("--screenshot", default=None, metavar="PATH",
                    help="save a 1280x900 screenshot after generating 8 images; without --out, only that")

@@ -12,15 +12,35 @@ from . import env  # noqa: F401
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, candidates: int) -> None:
-    """--candidates / --diversity: the pipeline's candidate sampling (`StackGANPipeline.set_sampling`)."""
+def add_sampling_args(p: argparse.ArgumentParser, fallback: int) -> None:
+    """--candidates / --diversity: the pipeline's candidate sampling (`StackGANPipeline.set_sampling`);
+    left out, the model's own (`choose_sampling`)."""
     from .pipeline import MAX_CANDIDATES
 
-    p.add_argument("--candidates", type=int, default=candidates,
+    p.add_argument("--candidates", type=int, default=None,
                    help=f"draw this many candidates per image and keep those the model's image tower matches best with "
-                        f"the caption, passing over near-copies (1-{MAX_CANDIDATES}; default {candidates}; 1: plain sampling)")
-    p.add_argument("--diversity", type=float, default=0.5,
-                   help="with --candidates > 1: how much likeness to a kept image counts against a candidate (0-4; default 0.5)")
+                        f"the caption, passing over near-copies (1-{MAX_CANDIDATES}; 1: plain sampling; default: the "
+                        f"sampling the model declares in model_index.json, 4 for the bundled model; {fallback} for a "
+                        "model that declares none)")
+    p.add_argument("--diversity", type=float, default=None,
+                   help="with --candidates > 1: how much likeness to a kept image counts against a candidate "
+                        "(0-4; default: the model's, else 0.5)")
+
+
+def choose_sampling(pipe, candidates: int | None, diversity: float | None, fallback: int = 1) -> str:
+    """Set `pipe`'s sampling from --candidates / --diversity; what is left out comes from the sampling
+    the model declares (`pipe.recommended_sampling`), else `fallback` candidates (1 where the text
+    encoder has no image tower to rank them) and diversity 0.5. Returns where the setting came from."""
+    own = pipe.recommended_sampling
+    if own is None and not pipe.text_encoder.has_image_tower:
+        fallback = 1
+    base = own or {"candidates": fallback, "diversity": 0.5}
+    pipe.set_sampling(base["candidates"] if candidates is None else candidates,
+                      base["diversity"] if diversity is None else diversity)
+    if candidates is not None and diversity is not None:
+        return "command line"
+    return ("the model's own (model_index.json info.sampling)" if own else "the default for models that declare none") + (
+        "" if candidates is None and diversity is None else ", with the command line's")
 
 
 def _setup_logging() -> None:
@@ -134,7 +154,7 @@ def run_generate(args: argparse.Namespace) -> int:
         pipe = StackGANPipeline.from_pretrained(args.model)
         if args.precision != "fp32":
             pipe.optimize(precision=args.precision)
-        pipe.set_sampling(args.candidates, args.diversity)
+        choose_sampling(pipe, args.candidates, args.diversity)
         manifest = generate_to_folder(pipe, prompts, args.out, args.num_images, args.seed, args.stage, args.noise_scale,
                                       args.truncation)
     except (PromptFileError, PipelineError) as e:
@@ -193,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fp32 (default): the saved float32 generators as they are, the same pixels on every CPU; "
                         "bf16 / auto: the optimised path (pipe.optimize), auto = bf16 where the hardware has "
                         "native bf16 units, about 3 x faster there and within about 0.2/255 per pixel")
-    add_sampling_args(p, candidates=1)
+    add_sampling_args(p, fallback=1)
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("app", help="start the web UI (as python -m app)")

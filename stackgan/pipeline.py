@@ -161,6 +161,24 @@ class StackGANPipeline:
         self._fast: tuple[torch.nn.Module, torch.nn.Module | None] | None = None
         self.precision = "fp32"
         self.candidates, self.diversity = 1, 0.5  # defaults of __call__'s candidate sampling (set_sampling)
+        self.recommended_sampling = self._declared_sampling()
+
+    def _declared_sampling(self) -> dict[str, Any] | None:
+        """info["sampling"] (model_index.json): the candidate sampling the model is meant to be served
+        with, which `stackgan generate`, `stackgan eval` and the app use unless told otherwise (`pipe(...)`
+        itself samples plainly until `set_sampling`). None when the model declares none."""
+        declared = self.info.get("sampling")
+        if declared is None:
+            return None
+        where = f"{Path(self.source) / 'model_index.json' if self.source else 'the pipeline info'}: info.sampling"
+        if not isinstance(declared, dict) or set(declared) != {"candidates", "diversity"}:
+            raise PipelineError(f"{where} must be {{\"candidates\": N, \"diversity\": D}}, got {declared!r}; "
+                                "fix it or remove it (plain sampling)")
+        try:
+            self._check_sampling(declared["candidates"], declared["diversity"])
+        except PipelineError as e:
+            raise PipelineError(f"{where}: {e}; fix it or remove it (plain sampling)") from None
+        return {"candidates": declared["candidates"], "diversity": float(declared["diversity"])}
 
     def set_sampling(self, candidates: int = 1, diversity: float = 0.5) -> "StackGANPipeline":
         """Defaults for calls that do not pass `candidates` / `diversity` (see `__call__`); returns self.
@@ -172,8 +190,8 @@ class StackGANPipeline:
     def _check_sampling(self, candidates: Any, diversity: Any) -> None:
         if not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
             raise PipelineError(f"candidates must be an integer in [1, {MAX_CANDIDATES}], got {candidates!r}")
-        if not 0 <= diversity <= 4:
-            raise PipelineError(f"diversity must be in [0, 4], got {diversity}")
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not 0 <= diversity <= 4:
+            raise PipelineError(f"diversity must be a number in [0, 4], got {diversity!r}")
         if candidates > 1 and not self.text_encoder.has_image_tower:
             raise PipelineError(f"candidates > 1 needs a text encoder with an image tower to rank them; "
                                 f"{self.model_id}'s has none: use candidates=1")

@@ -180,7 +180,7 @@ def test_command_line_defaults_and_missing_model(tmp_path, capsys):
 
     args = parse_args([])
     assert (args.host, args.port, args.share, args.model, args.compare_model, args.precision, args.candidates) == (
-        "127.0.0.1", 7860, False, None, None, "auto", 4)
+        "127.0.0.1", 7860, False, None, None, "auto", None)  # None: the model's own sampling, else 4 candidates
     assert parse_args(["--share", "--compare-model", "b"]).share is True
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     err = capsys.readouterr().err
@@ -202,6 +202,8 @@ def test_load_pipeline_optimises_unless_fp32(tiny_pipeline_dir):
     from app import logic
 
     assert "picked from 3 candidates" in logic.model_summary(fast)  # the page says how samples are chosen
-    assert "candidates" not in logic.model_summary(load_pipeline(str(tiny_pipeline_dir), "main", "fp32"))
+    assert "candidates" not in logic.model_summary(load_pipeline(str(tiny_pipeline_dir), "main", "fp32", candidates=1))
+    # left out: the tiny model declares no sampling, so the app's 4 candidates
+    assert (load_pipeline(str(tiny_pipeline_dir), "main", "fp32").candidates, fast.diversity) == (4, 0.25)
     with pytest.raises(ValueError, match=r"candidates must be an integer in \[1, 16\].*--candidates"):
         load_pipeline(str(tiny_pipeline_dir), "main", "fp32", candidates=99)

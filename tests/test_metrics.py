@@ -175,6 +175,31 @@ def test_eval_records_candidate_sampling(tiny_pipeline_dir, tmp_path, capsys):
     assert "sampling: 3 candidates per kept sample, diversity 0.25" in (out / "metrics.md").read_text(encoding="utf-8")
     assert main(["eval", "--model", str(tiny_pipeline_dir), "--out", str(out), "--candidates", "0"]) == 2
     assert "candidates must be an integer in [1, 16]" in capsys.readouterr().err
+    # left out, the model's own: the tiny model declares none, so plain sampling, and the protocol says why
+    assert main(["eval", "--model", str(tiny_pipeline_dir), "--metrics", "faithfulness", "--out", str(out),
+                 "--num-prompts", "4", "--samples-per-prompt", "4"]) == 0
+    proto = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["metrics"]["faithfulness"]["protocol"]
+    assert proto["sampling"] == "plain" and proto["sampling_from"] == "the default for models that declare none"
+
+
+def test_eval_uses_the_sampling_a_model_declares(tiny_pipeline_dir, tmp_path):
+    import shutil
+
+    from stackgan.cli import main
+
+    model = tmp_path / "declared"
+    shutil.copytree(tiny_pipeline_dir, model)
+    index = json.loads((model / "model_index.json").read_text(encoding="utf-8"))
+    index["info"]["sampling"] = {"candidates": 3, "diversity": 0.25}
+    (model / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    args = ["eval", "--model", str(model), "--metrics", "faithfulness", "--num-prompts", "4", "--samples-per-prompt", "4"]
+    assert main([*args, "--out", str(tmp_path / "own")]) == 0
+    assert main([*args, "--candidates", "1", "--out", str(tmp_path / "plain")]) == 0
+    own, plain = (json.loads((tmp_path / d / "metrics.json").read_text(encoding="utf-8"))["metrics"]["faithfulness"]["protocol"]
+                  for d in ("own", "plain"))
+    assert own["sampling"] == {"candidates": 3, "diversity": 0.25} and own["sampling_from"].startswith("the model's own")
+    assert "(from the model's own" in (tmp_path / "own" / "metrics.md").read_text(encoding="utf-8")
+    assert plain["sampling"] == "plain" and plain["sampling_from"].endswith("with the command line's")
 
 
 # ---------------------------------------------------------------------------------------------- standard metrics

@@ -102,9 +102,47 @@ def test_set_sampling_sets_the_defaults_of_calls(tiny_pipeline_dir):
     assert p.set_sampling(candidates=3) is p and (p.candidates, p.diversity) == (3, 0.5)
     assert torch.equal(p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt").images, ranked)
     assert torch.equal(p("a red circle", num_images_per_prompt=2, seed=5, output_type="pt", candidates=1).images, plain)
-    with pytest.raises(PipelineError, match="diversity must be in"):
+    with pytest.raises(PipelineError, match="diversity must be a number in"):
         p.set_sampling(candidates=2, diversity=9)
     assert (p.candidates, p.diversity) == (3, 0.5)  # a refused setting changes nothing
+
+
+def test_a_declared_sampling_is_what_generate_uses_unless_told_otherwise(tiny_pipeline_dir, tmp_path):
+    model = tmp_path / "declared"
+    p = StackGANPipeline.from_pretrained(tiny_pipeline_dir)
+    assert p.recommended_sampling is None
+    p.info["sampling"] = {"candidates": 3, "diversity": 0.25}
+    p.save_pretrained(model)
+    q = StackGANPipeline.from_pretrained(model)
+    assert q.recommended_sampling == {"candidates": 3, "diversity": 0.25}
+    assert (q.candidates, q.diversity) == (1, 0.5)  # the Python call samples plainly until set_sampling
+    args = ["generate", "--prompt", "a red circle", "--num-images", "2", "--model", str(model)]
+    for extra, want in (([], (3, 0.25)), (["--candidates", "1"], (1, 0.25)), (["--diversity", "0"], (3, 0.0))):
+        out = tmp_path / f"out{len(extra)}{extra[-1] if extra else ''}"
+        assert cli_main([*args, *extra, "--out", str(out)]) == 0
+        rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert {(r["candidates"], r["diversity"]) for r in rows} == {want}
+
+
+@pytest.mark.parametrize("declared, message", [
+    ({"candidates": 0, "diversity": 0.5}, "candidates must be an integer"),
+    ({"candidates": 2, "diversity": "high"}, "diversity must be a number"),
+    ({"candidates": 2}, "must be"),
+    ([4, 0.5], "must be"),
+])
+def test_a_bad_declared_sampling_names_the_file(tiny_pipeline_dir, tmp_path, declared, message):
+    p = StackGANPipeline.from_pretrained(tiny_pipeline_dir)
+    p.info["sampling"] = declared
+    with pytest.raises(PipelineError, match="info.sampling") as e:
+        p._declared_sampling()
+    assert message in str(e.value) and "remove it" in str(e.value)
+    folder = tmp_path / "bad"
+    StackGANPipeline.from_pretrained(tiny_pipeline_dir).save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index["info"]["sampling"] = declared
+    (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"model_index.json: info.sampling"):
+        StackGANPipeline.from_pretrained(folder)
 
 
 def test_candidates_need_an_image_tower(pipe, monkeypatch):
@@ -185,6 +223,8 @@ def test_bundled_model_loads_and_is_small():
     out = pipe(pipe.info["example_prompts"][0], num_images_per_prompt=2, seed=0, output_type="pt")
     assert out.images.shape == (2, 3, 64, 64)
     assert (DEFAULT_MODEL_DIR / "README.md").exists()
+    # served (app, generate, eval) as its benchmark figures were measured: 4 candidates per sample
+    assert pipe.recommended_sampling == {"candidates": 4, "diversity": 0.5}
 
 
 # ---------------------------------------------------------------- prompt files

@@ -1,5 +1,7 @@
 """Make the bundled model folder from a trained pipeline folder: the model id and its history set,
-the generator weights stored as float16 (they load as float32), the text encoder copied as it is.
+the sampling it is served with declared (4 candidates per sample, diversity 0.5: what `stackgan
+generate`, `stackgan eval` and the app use unless told otherwise), the generator weights stored as
+float16 (they load as float32), the text encoder copied as it is.
 
     python docs/cpu_run_v3/bundle.py runs/shapes/pipeline stackgan/assets/default stackgan-shapes-v5 "HISTORY LINE" ...
 """
@@ -12,6 +14,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from stackgan.pipeline import StackGANPipeline
+
+SAMPLING = {"candidates": 4, "diversity": 0.5}
 
 
 def main(src: Path, dst: Path, model_id: str, history: list[str]) -> None:
@@ -26,6 +30,7 @@ def main(src: Path, dst: Path, model_id: str, history: list[str]) -> None:
         index = json.loads((out / "model_index.json").read_text(encoding="utf-8"))
         index["info"]["model_id"] = model_id
         index["info"]["history"] = history
+        index["info"]["sampling"] = SAMPLING
         (out / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
         StackGANPipeline.from_pretrained(out)  # loads, text encoder identity checked
         for part in ("stage1", "stage2", "model_index.json"):

@@ -93,6 +93,8 @@ class EvalOptions:
     r_precision_candidates: candidates per image for clip_r_precision (1 true + up to R-1 contradicting prompts).
     candidates / diversity: the pipeline's sampling: candidates drawn per kept sample, ranked by the
                         model's own image tower (`StackGANPipeline` arguments; 1 = plain sampling).
+    sampling_from:      where candidates / diversity came from, for the protocol (`stackgan eval`
+                        fills it: the model's own declared sampling or the command line).
     """
 
     samples_per_prompt: int = 16
@@ -113,6 +115,7 @@ class EvalOptions:
     r_precision_candidates: int = 100
     candidates: int = 1
     diversity: float = 0.5
+    sampling_from: str = "options"
     extra: dict[str, Any] = field(default_factory=dict)  # test hooks, e.g. a custom inception feature module
 
     @classmethod
@@ -366,7 +369,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{proto.get('resize_mode')}; sampling: " + (
                 "plain" if not isinstance(proto.get("sampling"), dict) else
                 f"{proto['sampling']['candidates']} candidates per kept sample, diversity {proto['sampling']['diversity']} "
-                "(ranked by the model's own image tower)"),
+                "(ranked by the model's own image tower)") + (
+                f" (from {proto['sampling_from']})" if proto.get("sampling_from") else ""),
             f"- probe {probe.get('version')} (weights sha256 {str(probe.get('weights_sha256'))[:12]}...), held-out accuracy "
             + ", ".join(f"{k} {v:.4f}" for k, v in (probe.get("test_accuracy") or {}).items()),
             ]

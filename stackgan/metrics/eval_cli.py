@@ -29,9 +29,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--prompt-set", default=None, help="prompt-set JSON (default: the packaged prompts_v1.json)")
     p.add_argument("--probe", default=None, help="probe folder (default: the packaged stackgan/assets/probe)")
     p.add_argument("--stage", type=int, choices=(1, 2), default=2)
-    p.add_argument("--candidates", type=int, default=1,
-                   help="sample with this many candidates per kept image, ranked by the model's image tower (default 1: plain)")
-    p.add_argument("--diversity", type=float, default=0.5, help="with --candidates > 1: the pipeline's diversity weight")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="sample with this many candidates per kept image, ranked by the model's image tower (1: plain; "
+                        "default: the sampling the model declares in model_index.json, as stackgan generate and the "
+                        "app use it: 4 for the bundled model; plain for a model that declares none)")
+    p.add_argument("--diversity", type=float, default=None,
+                   help="with --candidates > 1: the pipeline's diversity weight (default: the model's, else 0.5)")
     p.add_argument("--inception-weights", default=None, help="FID Inception weights file (fid, kid, inception_score)")
     p.add_argument("--clip-model", default=None, help="open_clip model name or local-dir:/folder (clip_* metrics)")
     p.add_argument("--clip-weights", default=None, help="local open_clip weights file for --clip-model")
@@ -61,7 +64,9 @@ def run_eval(args: argparse.Namespace) -> int:
                "prompt_set": args.prompt_set, "probe_dir": args.probe, "stage": args.stage,
                "inception_weights": args.inception_weights, "clip_model": args.clip_model, "clip_weights": args.clip_weights,
                "lpips_net": args.lpips_net, "lpips_weights": args.lpips_weights, "feature_space": args.feature_space,
-               "candidates": args.candidates, "diversity": args.diversity}
+               "candidates": 1 if args.candidates is None else args.candidates,
+               "diversity": 0.5 if args.diversity is None else args.diversity}
+    from ..cli import choose_sampling
     from ..pipeline import PipelineError, StackGANPipeline
 
     start = time.time()
@@ -72,6 +77,8 @@ def run_eval(args: argparse.Namespace) -> int:
             get_metric(n)
         EvalOptions.from_any(options).validate()
         pipe = StackGANPipeline.from_pretrained(args.model)
+        options["sampling_from"] = choose_sampling(pipe, args.candidates, args.diversity)
+        options.update(candidates=pipe.candidates, diversity=pipe.diversity)
         report = evaluate(pipe, names, args.out, options)
     except (MetricError, PipelineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

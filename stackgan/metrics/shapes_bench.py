@@ -134,8 +134,10 @@ def generated(ctx: EvalContext) -> torch.Tensor:
         opts, entries = ctx.options, prompt_set(ctx)["prompts"]
         k, r, step = opts.samples_per_prompt, ctx.resolution, opts.prompts_per_call
         texts = [e["prompt"] for e in entries]
-        # plain sampling passes no extra arguments, so any generator callable works
-        sampling = {"candidates": opts.candidates, "diversity": opts.diversity} if opts.candidates > 1 else {}
+        # plain sampling passes no extra arguments to a generator callable, but tells a pipeline, whose
+        # own default may be set otherwise (set_sampling)
+        sampling = ({"candidates": opts.candidates, "diversity": opts.diversity}
+                    if opts.candidates > 1 or hasattr(ctx.generator, "set_sampling") else {})
         chunks = []
         for c, start in enumerate(range(0, len(texts), step)):
             part = texts[start : start + step]
@@ -221,6 +223,7 @@ def protocol(ctx: EvalContext, **extra: Any) -> dict[str, Any]:
                      f"and uses seed + c",
         "stage": opts.stage,
         "sampling": {"candidates": opts.candidates, "diversity": opts.diversity} if opts.candidates > 1 else "plain",
+        "sampling_from": opts.sampling_from,
         "model_id": ctx.model_id,
         "model_resolution": ctx.resolution,
         "resize_mode": resize_mode_for(ctx.resolution),
