@@ -43,6 +43,14 @@ def sample_sheet(captions: Sequence[str], rows: Sequence[Sequence[torch.Tensor]]
     return canvas
 
 
+def latest_records(rows: Sequence[dict]) -> list[dict]:
+    """One record per (stage, step), in step order. A resumed run logs again the steps after its
+    checkpoint (and a stage trained again logs all of its steps again): the later record of a step
+    is the one the weights came from, so it replaces the earlier one."""
+    latest = {(r["stage"], r["step"]): r for r in rows}
+    return [latest[key] for key in sorted(latest)]
+
+
 def plot_metrics(jsonl: str | Path, out: str | Path, keys: Sequence[str] = ("loss_d", "loss_g", "kl")) -> Path | None:
     """Plot training curves from a metrics.jsonl (one figure, one panel per stage)."""
     import matplotlib
@@ -51,9 +59,10 @@ def plot_metrics(jsonl: str | Path, out: str | Path, keys: Sequence[str] = ("los
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in Path(jsonl).read_text(encoding="utf-8").splitlines() if line.strip()]
-    stages = sorted({r["stage"] for r in rows})
     if not rows:
         return None
+    rows = latest_records(rows)
+    stages = sorted({r["stage"] for r in rows})
     fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         sub = [r for r in rows if r["stage"] == stage]
