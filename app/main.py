@@ -21,6 +21,7 @@ APP_CANDIDATES = 4
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The web UI's options, shared by `python -m app` and `stackgan app`."""
     from stackgan.cli import add_sampling_args
+    from stackgan.pipeline import PRECISIONS
 
     p.add_argument("--model", default=None,
                    help="pipeline folder (default: the bundled model in stackgan/assets/default)")
@@ -28,9 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default; needs network)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default): the optimised inference path (folded batch norm, transposed convolutions, "
-                        "bf16 where the hardware has native bf16 units); fp32: the saved float32 generators as they are")
+                        "stage II in bf16 where the hardware has native bf16 units); bf16: both stages in bf16; "
+                        "fp32: the saved float32 generators as they are")
     add_sampling_args(p, fallback=APP_CANDIDATES)
 
 

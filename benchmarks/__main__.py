@@ -344,20 +344,27 @@ def bench_text(device: torch.device, n: int = 1024) -> dict:
 
 
 def bench_bundled_call(device: torch.device) -> dict:
-    """8 samples of one prompt through the bundled pipeline, plain and `optimize()`d, taking turns."""
-    plain_pipe = StackGANPipeline.from_pretrained(device=device)
-    pipe = StackGANPipeline.from_pretrained(device=device).optimize()
+    """8 samples of one prompt through the bundled pipeline, plain, `optimize()`d and, where the hardware
+    has bf16 units, with both stages in bf16 (`optimize(precision="bf16")`), taking turns."""
+    pipes = {"plain": StackGANPipeline.from_pretrained(device=device),
+             "fast": StackGANPipeline.from_pretrained(device=device).optimize()}
+    if bf16_available(device):
+        pipes["bf16"] = StackGANPipeline.from_pretrained(device=device).optimize(precision="bf16")
 
     def call(p):
         return lambda: p("a red circle on a white background", num_images_per_prompt=8, seed=0, output_type="pt")
 
-    tm = timeit_interleaved({"plain": call(plain_pipe), "fast": call(pipe)}, device, 15, warmup=2)
+    tm = timeit_interleaved({k: call(p) for k, p in pipes.items()}, device, 15, warmup=2)
     plain, fast = tm["plain"]["best"], tm["fast"]["best"]
+    both = tm["bf16"]["best"] if "bf16" in tm else None
     print(f"  bundled pipeline, 8 samples of one prompt (cached caption): plain {plain * 1e3:.1f} ms, "
-          f"optimised ({pipe.precision}) {fast * 1e3:.1f} ms (best of 15; medians {tm['plain']['median'] * 1e3:.1f} "
-          f"and {tm['fast']['median'] * 1e3:.1f})", flush=True)
+          f"optimised ({pipes['fast'].precision}) {fast * 1e3:.1f} ms"
+          + (f", both stages in bf16 {both * 1e3:.1f} ms" if both is not None else "")
+          + f" (best of 15; medians {tm['plain']['median'] * 1e3:.1f} and {tm['fast']['median'] * 1e3:.1f})", flush=True)
     return {"samples": 8, "plain_ms": plain * 1e3, "optimised_ms": fast * 1e3, "plain_median_ms": tm["plain"]["median"] * 1e3,
-            "optimised_median_ms": tm["fast"]["median"] * 1e3, "precision": pipe.precision, "rss_mb": rss_mb()}
+            "optimised_median_ms": tm["fast"]["median"] * 1e3, "precision": pipes["fast"].precision,
+            "bf16_ms": None if both is None else both * 1e3,
+            "bf16_median_ms": None if both is None else tm["bf16"]["median"] * 1e3, "rss_mb": rss_mb()}
 
 
 def set_floor(row: dict, floor_rate: float) -> None:
@@ -380,21 +387,25 @@ def _floor_rate(rates: dict, device: torch.device) -> float:
 SENSITIVITY_NUDGES = (1e-3, 3e-3)  # relative changes of the noise inputs for the float32 sensitivity reference
 
 
+REDUCED_PRECISIONS = ("bf16-stage2", "bf16")  # the first is what `optimize()` serves where the hardware has bf16 units
+
+
 def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
-    """The optimised bf16 path (`optimize(precision="bf16")`) against the plain float32 one on the
-    bundled model: the same prompts, seeds and noise, compared pixel by pixel (uint8) and through
-    the shapes probe (same attributes read?).
+    """The optimised reduced-precision paths (`optimize(precision=...)`: stage II alone in bf16, as
+    `optimize()` serves it on bf16 hardware, and both stages in bf16) against the plain float32 one on
+    the bundled model: the same prompts, seeds and noise, compared pixel by pixel (uint8) and through
+    the shapes probe (same attributes read?). The top-level figures are those of the served path.
     Without native bf16 units the bf16 arithmetic is emulated: slow, but the same rounding."""
     from stackgan.metrics.probe import load_probe
     from stackgan.metrics.shapes_bench import load_prompt_set
 
     prompts = [p["prompt"] for p in load_prompt_set(num_prompts=num_prompts)["prompts"]]
     images, seconds, pipes = {}, {}, {}
-    for precision in ("fp32", "bf16"):
-        # float32: the saved generators as they are; bf16: what `optimize()` serves on this hardware
+    for precision in ("fp32",) + REDUCED_PRECISIONS:
+        # float32: the saved generators as they are; the others: the optimised copies at that precision
         pipe = pipes[precision] = StackGANPipeline.from_pretrained(device=device)
-        if precision == "bf16":
-            pipe.optimize(precision="bf16")
+        if precision != "fp32":
+            pipe.optimize(precision=precision)
         t0 = time.perf_counter()
         images[precision] = pipe(prompts, num_images_per_prompt=k, seed=0, output_type="pt").images
         seconds[precision] = time.perf_counter() - t0
@@ -408,28 +419,29 @@ def bench_precision(device: torch.device, num_prompts: int, k: int) -> dict:
     probe = probe.to(device)
     reads = {key: probe.predict(im.to(device)) for key, im in images.items()}
 
-    def compare(key: str) -> tuple[dict[str, float], float, float]:
+    def compare(key: str) -> dict:
         pa, pb = reads["fp32"], reads[key]
-        same = {name: (pa[name] == pb[name]).float().mean().item() for name in pa}
-        all_same = torch.stack([pa[name] == pb[name] for name in pa]).all(0).float().mean().item()
-        return same, all_same, (images["fp32"].int() - images[key].int()).abs().float().mean().item()
+        diff = (images["fp32"].int() - images[key].int()).abs().float()
+        return {"mean_abs_diff_uint8": diff.mean().item(), "max_abs_diff_uint8": diff.max().item(),
+                "p99_abs_diff_uint8": diff.flatten().quantile(0.99).item() if diff.numel() <= 16_000_000 else None,
+                "probe_same_all_attributes": torch.stack([pa[n] == pb[n] for n in pa]).all(0).float().mean().item(),
+                "probe_same_per_attribute": {n: (pa[n] == pb[n]).float().mean().item() for n in pa}}
 
-    a, b = images["fp32"].int(), images["bf16"].int()
-    diff = (a - b).abs().float()
-    same, all_same, _ = compare("bf16")
+    paths = {precision: compare(precision) | {"seconds": seconds[precision]} for precision in REDUCED_PRECISIONS}
     sensitivity = []
     for nudge in SENSITIVITY_NUDGES:
-        _, s_same, s_diff = compare(f"fp32_x{1 + nudge:g}")
-        sensitivity.append({"noise_scale": 1 + nudge, "probe_same_all_attributes": s_same, "mean_abs_diff_uint8": s_diff})
-    r = {"samples": a.shape[0], "prompts": len(prompts), "per_prompt": k, "emulated_bf16": not bf16_available(device),
-         "mean_abs_diff_uint8": diff.mean().item(), "p99_abs_diff_uint8": diff.flatten().quantile(0.99).item()
-         if diff.numel() <= 16_000_000 else None, "max_abs_diff_uint8": diff.max().item(),
-         "probe_same_all_attributes": all_same, "probe_same_per_attribute": same, "fp32_sensitivity": sensitivity,
-         "fp32_s": seconds["fp32"], "bf16_s": seconds["bf16"]}
-    print(f"  bf16 vs fp32, bundled model, {r['samples']} samples ({len(prompts)} prompts x {k}"
-          f"{', bf16 emulated' if r['emulated_bf16'] else ''}): mean |diff| {r['mean_abs_diff_uint8']:.2f}/255, "
-          f"max {r['max_abs_diff_uint8']:.0f}/255; the probe reads the same 5 attributes for "
-          f"{100 * all_same:.1f} % of samples", flush=True)
+        c = compare(f"fp32_x{1 + nudge:g}")
+        sensitivity.append({"noise_scale": 1 + nudge, "probe_same_all_attributes": c["probe_same_all_attributes"],
+                            "mean_abs_diff_uint8": c["mean_abs_diff_uint8"]})
+    served = REDUCED_PRECISIONS[0]
+    r = {"samples": images["fp32"].shape[0], "prompts": len(prompts), "per_prompt": k,
+         "emulated_bf16": not bf16_available(device), "served": served, **paths[served], "paths": paths,
+         "fp32_sensitivity": sensitivity, "fp32_s": seconds["fp32"]}
+    for precision, c in paths.items():
+        print(f"  {precision} vs fp32, bundled model, {r['samples']} samples ({len(prompts)} prompts x {k}"
+              f"{', bf16 emulated' if r['emulated_bf16'] else ''}): mean |diff| {c['mean_abs_diff_uint8']:.3f}/255, "
+              f"max {c['max_abs_diff_uint8']:.0f}/255; the probe reads the same 5 attributes for "
+              f"{100 * c['probe_same_all_attributes']:.1f} % of samples", flush=True)
     for row in sensitivity:
         print(f"  for scale: float32 with the noise x {row['noise_scale']:g}: mean |diff| {row['mean_abs_diff_uint8']:.3f}/255, "
               f"the probe reads the same 5 attributes for {100 * row['probe_same_all_attributes']:.1f} %", flush=True)
@@ -556,7 +568,8 @@ def to_markdown(r: dict) -> str:
                   "optimised path the same, in the same rounds):", *no_deconv]
     b = r["bundled_call"]
     lines += ["", f"Bundled pipeline, 8 samples: {b['plain_ms']:.1f} ms plain, {b['optimised_ms']:.1f} ms optimised "
-              f"({b['precision']}); process RSS {b['rss_mb']:.0f} MB.", "",
+              f"({b['precision']})" + (f", {b['bf16_ms']:.1f} ms with both stages in bf16" if b.get("bf16_ms") else "")
+              + f"; process RSS {b['rss_mb']:.0f} MB.", "",
               "| training | stage | batch | fp32 img/s | bf16 img/s |", "|---|---|---|---|---|"]
     for t in r["training"]:
         lines.append(f"| {t['config']} (bare step) | {t['stage']} | {t['batch']} | {t['img_per_s_fp32']:.1f} "
@@ -570,11 +583,16 @@ def to_markdown(r: dict) -> str:
               f"{t['captions_per_s_cached']:.0f} with the cache ({t['captions']} captions)."]
     if "precision" in r:
         q = r["precision"]
-        lines += ["", f"Optimised bf16 path against plain float32, bundled model, {q['samples']} samples ({q['prompts']} prompts of "
-                  f"the shapes benchmark x {q['per_prompt']}, seed 0{'; bf16 emulated on this CPU' if q['emulated_bf16'] else ''}): "
-                  f"mean |difference| {q['mean_abs_diff_uint8']:.2f}/255 on uint8 pixels (max {q['max_abs_diff_uint8']:.0f}); "
-                  f"the shapes probe reads the same five attributes for {100 * q['probe_same_all_attributes']:.1f} % of "
-                  f"samples (" + ", ".join(f"{k} {100 * v:.1f} %" for k, v in q["probe_same_per_attribute"].items()) + ")."]
+        paths = q.get("paths") or {"bf16": q}
+        lines += ["", f"Reduced precision against plain float32, bundled model, {q['samples']} samples ({q['prompts']} prompts "
+                  f"of the shapes benchmark x {q['per_prompt']}, seed 0{'; bf16 emulated on this CPU' if q['emulated_bf16'] else ''}):", "",
+                  "| path | mean abs. difference (uint8) | max | probe reads the same 5 attributes | "
+                  + " | ".join(q["probe_same_per_attribute"]) + " |", "|---|---:|---:|---:|" + "---:|" * len(q["probe_same_per_attribute"])]
+        for name, c in paths.items():
+            label = f"{name} (what `optimize()` serves)" if name == q.get("served") else name
+            lines.append(f"| {label} | {c['mean_abs_diff_uint8']:.3f}/255 | {c['max_abs_diff_uint8']:.0f} | "
+                         f"{100 * c['probe_same_all_attributes']:.1f} % | "
+                         + " | ".join(f"{100 * v:.1f} %" for v in c["probe_same_per_attribute"].values()) + " |")
         if q.get("fp32_sensitivity"):
             lines += ["", "For scale, the model's own sensitivity: float32 again with every noise input scaled by "
                       + "; ".join(f"{row['noise_scale']:g}: mean |difference| {row['mean_abs_diff_uint8']:.3f}/255, same five "

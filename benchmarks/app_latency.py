@@ -173,6 +173,8 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stackgan.pipeline import PRECISIONS
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.app_latency", description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     p.add_argument("--caption", default=None, help="caption (default: the model's first example prompt)")
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=7, help="server-side runs (median)")
     p.add_argument("--browser-runs", type=int, default=3, help="browser runs (median); 0 skips the browser")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="as python -m app (default auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="as python -m app (default auto)")
     p.add_argument("--candidates", type=int, default=None,
                    help="as python -m app (default: the model's own sampling, else 4)")
     p.add_argument("--out", default=None, help="folder for app_latency.json")

@@ -11,6 +11,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert main(["--out", str(tmp_path), "--quick"]) == 0
     r = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
     assert {"machine", "matmul_gflops", "generation", "bundled_call", "training", "training_loop", "text", "precision"} <= set(r)
+    b = r["bundled_call"]
+    assert b["plain_ms"] > 0 and b["optimised_ms"] > 0
+    assert (b["bf16_ms"] is not None) == r["machine"]["native_bf16"]  # both stages in bf16: timed where it is native
     assert r["matmul_gflops"]["fp32"] > 0 and r["floor_rate_gflops"] > 0
     for g in r["generation"]:
         assert g["baseline_ms_per_image"] > 0 and g["best_ms_per_image"] > 0 and g["gflop_per_image"] > 0
@@ -25,12 +28,16 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     md = (tmp_path / "bench.md").read_text(encoding="utf-8")
     q = r["precision"]
     assert q["samples"] == 4 and 0 <= q["mean_abs_diff_uint8"] < 255 and 0 <= q["probe_same_all_attributes"] <= 1
+    # both reduced-precision paths measured; the top-level figures are the served one's
+    assert set(q["paths"]) == {"bf16-stage2", "bf16"} and q["served"] == "bf16-stage2"
+    assert q["mean_abs_diff_uint8"] == q["paths"]["bf16-stage2"]["mean_abs_diff_uint8"]
+    assert q["paths"]["bf16-stage2"]["mean_abs_diff_uint8"] <= q["paths"]["bf16"]["mean_abs_diff_uint8"]
     # the float32 sensitivity reference: a nudge of the noise moves pixels, and more for the larger nudge
     nudged = q["fp32_sensitivity"]
     assert [row["noise_scale"] for row in nudged] == [1.001, 1.003]
     assert 0 < nudged[0]["mean_abs_diff_uint8"] < nudged[1]["mean_abs_diff_uint8"]
     assert "own sensitivity" in md
-    assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "Optimised bf16 path" in md
+    assert md == to_markdown(r) and "nan" not in md and "stackgan.training.train" in md and "Reduced precision against plain float32" in md and "bf16-stage2 (what `optimize()` serves)" in md
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -197,8 +197,8 @@ def test_eval_uses_the_sampling_a_model_declares(tiny_pipeline_dir, tmp_path):
     assert main([*args, "--candidates", "1", "--out", str(tmp_path / "plain")]) == 0
     own, plain = (json.loads((tmp_path / d / "metrics.json").read_text(encoding="utf-8"))["metrics"]["faithfulness"]["protocol"]
                   for d in ("own", "plain"))
-    assert own["sampling"] == {"candidates": 3, "diversity": 0.25} and own["sampling_from"].startswith("the model's own")
-    assert "(from the model's own" in (tmp_path / "own" / "metrics.md").read_text(encoding="utf-8")
+    assert own["sampling"] == {"candidates": 3, "diversity": 0.25} and own["sampling_from"].startswith("the model, model_index.json")
+    assert "; set by the model, model_index.json info.sampling" in (tmp_path / "own" / "metrics.md").read_text(encoding="utf-8")
     assert plain["sampling"] == "plain" and plain["sampling_from"].endswith("with the command line's")
 
 

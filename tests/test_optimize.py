@@ -53,6 +53,30 @@ def test_pipeline_bf16_close_to_fp32():
     assert (ref - got).abs().mean() < 3.0  # mean absolute difference under 3/255
 
 
+def test_bf16_stage2_keeps_stage1_in_float32():
+    # stage I decides what is drawn where: under "bf16-stage2" it runs as the float32 optimised path does,
+    # to the bit, and only stage II's refinement is rounded to bf16
+    args = dict(prompts="a red circle", num_images_per_prompt=8, seed=3, output_type="pt")
+    fp32 = make_tiny_pipeline().optimize(precision="fp32")(**args)
+    mixed_pipe = make_tiny_pipeline().optimize(precision="bf16-stage2")
+    mixed = mixed_pipe(**args)
+    both = make_tiny_pipeline().optimize(precision="bf16")(**args)
+    assert torch.equal(mixed.stage1_images, fp32.stage1_images)
+    assert not torch.equal(both.stage1_images, fp32.stage1_images)  # bf16 in stage I does move pixels
+    assert (mixed.images.float() - fp32.images.float()).abs().mean() < 3.0
+    g1, g2 = mixed_pipe._fast
+    assert next(g1.parameters()).dtype == torch.float32
+    assert {m.weight.dtype for m in g2.modules() if isinstance(m, torch.nn.Conv2d)} == {torch.bfloat16}
+
+
+def test_auto_precision_is_stage2_bf16_where_the_hardware_has_it(monkeypatch):
+    import stackgan.optimize
+
+    for native, expected in ((True, "bf16-stage2"), (False, "fp32")):
+        monkeypatch.setattr(stackgan.optimize, "bf16_available", lambda device, native=native: native)
+        assert make_tiny_pipeline().optimize().precision == expected
+
+
 def test_optimize_rejects_unknown_precision():
     with pytest.raises(PipelineError, match="precision"):
         make_tiny_pipeline().optimize(precision="fp8")

@@ -293,7 +293,7 @@ def test_generate_cli_optimised_precision(tiny_pipeline_dir, tmp_path):
     assert cli_main([*args, "--out", str(tmp_path / "plain")]) == 0
     assert cli_main([*args, "--precision", "auto", "--out", str(tmp_path / "auto")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "auto" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert {r["precision"] for r in rows} == {"bf16" if bf16_available(torch.device("cpu")) else "fp32"}
+    assert {r["precision"] for r in rows} == {"bf16-stage2" if bf16_available(torch.device("cpu")) else "fp32"}
     from PIL import Image
 
     a = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "plain").rglob("sample-*.png"))]).astype(int)

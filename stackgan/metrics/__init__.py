@@ -370,7 +370,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "plain" if not isinstance(proto.get("sampling"), dict) else
                 f"{proto['sampling']['candidates']} candidates per kept sample, diversity {proto['sampling']['diversity']} "
                 "(ranked by the model's own image tower)") + (
-                f" (from {proto['sampling_from']})" if proto.get("sampling_from") else ""),
+                f"; set by {proto['sampling_from']}" if proto.get("sampling_from") else ""),
             f"- probe {probe.get('version')} (weights sha256 {str(probe.get('weights_sha256'))[:12]}...), held-out accuracy "
             + ", ".join(f"{k} {v:.4f}" for k, v in (probe.get("test_accuracy") or {}).items()),
             ]
