@@ -28,6 +28,7 @@ def main() -> None:
     caption_grid(imgs, [ds.captions(i)[0] for i in range(16)], nrow=8).save(DOCS / "shapes_dataset.png")
 
     pipe = StackGANPipeline.from_pretrained()
+    pipe.set_sampling(**(pipe.recommended_sampling or {}))  # as stackgan generate and the app serve it
     rows = []
     for k, prompt in enumerate(PROMPTS):
         out = pipe(prompt, num_images_per_prompt=8, seed=k, output_type="pt")
